@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="zqtwisted",
+    version="0.1.0",
+    description="Zulip's RabbitMQ queue workers on one Twisted reactor",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["zqtwisted", "zqtwisted.*"]) + ["twisted.plugins"],
+    package_data={"zqtwisted": ["py.typed", "templates/*", "templates/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "pika>=1.4.3,<2",
+        "treq>=24.9",
+        "txaio>=23.1",
+        "sentry-sdk>=2.0",
+        "prometheus-client>=0.20",
+        "Jinja2>=3.1",
+    ],
+    extras_require={
+        "postgres": ["psycopg2-binary>=2.9"],
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6",
+            "aiosmtpd>=1.4",
+            "mypy>=1.10",
+            "ruff>=0.5",
+            "coverage>=7",
+        ],
+    },
+    entry_points={"console_scripts": ["zqctl = zqtwisted.cli:main"]},
+    zip_safe=False,
+)

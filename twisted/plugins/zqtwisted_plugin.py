@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+zqworkers = ServiceMaker("zqtwisted workers", "zqtwisted.tap", "Zulip queue workers on one Twisted reactor", "zqworkers")

@@ -1,0 +1,453 @@
+"""RabbitMQ through pika's ``TwistedProtocolConnection``: the only module that knows pika.
+
+:class:`AMQPBroker` is a service (Twisted's ``ClientService``) that keeps one
+connection up, reconnecting with jittered exponential backoff.  On every new
+connection it runs each listener's ``session_started`` (which declares queues, sets
+QoS and re-attaches consumers) before the connection counts as ready.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+from pika.adapters.twisted_connection import ClosableDeferredQueue, TwistedChannel, TwistedProtocolConnection
+from pika.exceptions import AMQPError
+from twisted.application.internet import ClientService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from zqtwisted.broker import AckTracker, BrokerSession, BrokerUnavailable, Delivery, PublishFailed, SessionListener
+from zqtwisted.config import BrokerSettings, redact_url
+from zqtwisted.reactor import ReactorLike
+
+PERSISTENT = 2
+
+
+def connection_parameters(settings: BrokerSettings) -> pika.ConnectionParameters:
+    """pika's parameters for ``settings.url`` (host and port are used by the endpoint)."""
+    params = pika.URLParameters(settings.url)
+    params.heartbeat = settings.heartbeat
+    params.blocked_connection_timeout = None
+    params.ssl_options = None  # Twisted does TLS for amqps://
+    return params
+
+
+def broker_endpoint(reactor: ReactorLike, settings: BrokerSettings) -> IStreamClientEndpoint:
+    parts = urlsplit(settings.url)
+    host = unquote(parts.hostname or "127.0.0.1")
+    tls = parts.scheme == "amqps"
+    port = parts.port or (5671 if tls else 5672)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=settings.connect_timeout)
+    if tls:
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    return endpoint
+
+
+class AMQPConsumerChannel:
+    """One queue's consumer channel; acks go nowhere once it has closed."""
+
+    log = Logger()
+
+    def __init__(self, channel: TwistedChannel, queue: str, on_delivery: Callable[[Delivery], None]) -> None:
+        self._channel = channel
+        self.queue = queue
+        self._on_delivery = on_delivery
+        self._tracker = AckTracker()
+        self._consumer_tag: str | None = None
+        self._closed = False
+        self._waiters: list[Deferred[None]] = []
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed and bool(self._channel.is_open)
+
+    def start(self, queue_object: ClosableDeferredQueue, consumer_tag: str) -> None:
+        self._consumer_tag = consumer_tag
+        self._next(queue_object)
+
+    def _next(self, queue_object: ClosableDeferredQueue) -> None:
+        queue_object.get().addCallbacks(self._received, self._stopped, callbackArgs=(queue_object,))
+
+    @property
+    def channel(self) -> TwistedChannel:
+        return self._channel
+
+    def delivery(self, queue: str, message: Any) -> Delivery:
+        """Track a received message and wrap it as a Delivery of this channel."""
+        method, properties = message.method, message.properties
+        self._tracker.delivered(method.delivery_tag)
+        return Delivery(
+            queue=queue,
+            body=message.body,
+            tag=method.delivery_tag,
+            channel=self,
+            redelivered=bool(method.redelivered),
+            headers=properties.headers or {},
+        )
+
+    def _received(self, message: Any, queue_object: ClosableDeferredQueue) -> None:
+        # Take every message already buffered in one go, then wait for more.
+        while True:
+            delivery = self.delivery(self.queue, message)
+            try:
+                self._on_delivery(delivery)
+            except Exception:  # noqa: BLE001 - a bug in a handler must not stop consuming
+                self.log.failure("Unhandled error handling a {queue} delivery", queue=self.queue)
+            if not queue_object.pending:
+                break
+            message = queue_object.pending.pop(0)
+        self._next(queue_object)
+
+    def _stopped(self, failure: Failure) -> None:
+        self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def ack(self, tags: Iterable[int]) -> None:
+        if not self.is_open:
+            return
+        try:
+            for tag, multiple in self._tracker.settle(tags):
+                self._channel.basic_ack(delivery_tag=tag, multiple=multiple)
+        except AMQPError as e:
+            self.log.warn("Ack on {queue} failed: {error}", queue=self.queue, error=e)
+
+    def nack(self, tag: int, requeue: bool = True) -> None:
+        if not self.is_open or not self._tracker.forget(tag):
+            return
+        try:
+            self._channel.basic_nack(delivery_tag=tag, requeue=requeue)
+        except AMQPError as e:
+            self.log.warn("Nack on {queue} failed: {error}", queue=self.queue, error=e)
+
+    def cancel(self) -> Deferred[None]:
+        if not self.is_open or self._consumer_tag is None:
+            return succeed(None)
+        return self._channel.basic_cancel(self._consumer_tag).addBoth(lambda _: None)
+
+    def when_closed(self) -> Deferred[None]:
+        if self._closed:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def close(self) -> None:
+        if self._channel.is_open:
+            self._channel.close()
+        self._mark_closed()
+
+
+class AMQPSession:
+    """One open AMQP connection: a confirming publish channel and consumer channels."""
+
+    log = Logger()
+
+    def __init__(self, connection: TwistedProtocolConnection, publish_channel: TwistedChannel) -> None:
+        self._connection = connection
+        self._publish_channel = publish_channel
+        self._declared: set[str] = set()
+        self._channels: list[AMQPConsumerChannel] = []
+        self._getter: AMQPConsumerChannel | None = None
+        self._lost = False
+
+    @classmethod
+    def open(cls, connection: TwistedProtocolConnection) -> Deferred[AMQPSession]:
+        def confirming(channel: TwistedChannel) -> Deferred[AMQPSession]:
+            return channel.confirm_delivery().addCallback(lambda _: cls(connection, channel))
+
+        return connection.channel().addCallback(confirming)
+
+    @property
+    def is_open(self) -> bool:
+        return not self._lost and bool(self._connection.is_open)
+
+    def declare_queue(self, name: str) -> Deferred[None]:
+        if name in self._declared and self._publish_channel.is_open:
+            return succeed(None)
+        return self._declare_on(self._publish_channel, name)
+
+    def _declare_on(self, channel: TwistedChannel, name: str) -> Deferred[None]:
+        def declared(_: object) -> None:
+            self._declared.add(name)
+
+        return channel.queue_declare(queue=name, durable=True).addCallback(declared)
+
+    def consume(
+        self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> Deferred[AMQPConsumerChannel]:
+        holder: dict[str, AMQPConsumerChannel] = {}
+
+        def opened(channel: TwistedChannel) -> Deferred[Any]:
+            holder["channel"] = consumer = AMQPConsumerChannel(channel, queue, on_delivery)
+            self._channels.append(consumer)
+            d = self._declare_on(channel, queue)
+            d.addCallback(lambda _: channel.basic_qos(prefetch_count=prefetch))
+            d.addCallback(lambda _: channel.basic_consume(queue=queue, auto_ack=False))
+            return d
+
+        def consuming(result: tuple[ClosableDeferredQueue, str]) -> AMQPConsumerChannel:
+            queue_object, consumer_tag = result
+            consumer = holder["channel"]
+            consumer.start(queue_object, consumer_tag)
+            return consumer
+
+        return self._connection.channel().addCallback(opened).addCallback(consuming)
+
+    def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
+        if not self.is_open:
+            return fail(BrokerUnavailable("connection closed"))
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT, content_type="application/json", headers=dict(headers) if headers else None
+        )
+
+        def send(_: object) -> Deferred[None]:
+            return self._publish_channel.basic_publish(
+                exchange="", routing_key=queue, body=body, properties=properties, mandatory=True
+            )
+
+        d = self.declare_queue(queue).addCallback(send)
+        return d.addCallbacks(lambda _: None, _publish_failed)
+
+    def queue_counts(self, queue: str) -> Deferred[tuple[int, int]]:
+        def counts(frame: Any) -> tuple[int, int]:
+            self._declared.add(queue)
+            return frame.method.message_count, frame.method.consumer_count
+
+        return self._publish_channel.queue_declare(queue=queue, durable=True).addCallback(counts)
+
+    def purge(self, queue: str) -> Deferred[int]:
+        return self._publish_channel.queue_purge(queue=queue).addCallback(lambda frame: frame.method.message_count)
+
+    def get(self, queue: str) -> Deferred[Delivery | None]:
+        def opened(channel: TwistedChannel) -> Deferred[Delivery | None]:
+            if self._getter is None or not self._getter.is_open:
+                self._getter = AMQPConsumerChannel(channel, queue, lambda d: None)
+            return self._get_on(self._getter, queue)
+
+        if self._getter is not None and self._getter.is_open:
+            return self._get_on(self._getter, queue)
+        return self._connection.channel().addCallback(opened)
+
+    def _get_on(self, getter: AMQPConsumerChannel, queue: str) -> Deferred[Delivery | None]:
+        def received(message: Any) -> Delivery | None:
+            if message is None:
+                return None
+            return getter.delivery(queue, message)
+
+        return getter.channel.basic_get(queue=queue, auto_ack=False).addCallback(received)
+
+    def close(self) -> Deferred[None]:
+        if not self._connection.is_open:
+            return succeed(None)
+        closed = self._connection.close()
+        return (closed if closed is not None else succeed(None)).addBoth(lambda _: None)
+
+    def lost(self) -> None:
+        self._lost = True
+        for channel in self._channels:
+            channel._mark_closed()
+
+
+def _publish_failed(failure: Failure) -> Failure:
+    if failure.check(AMQPError):
+        return Failure(PublishFailed(f"{type(failure.value).__name__}: {failure.value}"))
+    return failure
+
+
+class _Protocol(TwistedProtocolConnection):
+    """pika's protocol, telling the broker when the connection is gone."""
+
+    on_lost: Callable[[_Protocol], None] | None = None
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment] # noqa: B008
+        super().connectionLost(reason)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+
+class _ProtocolFactory(Factory):
+    def __init__(self, broker: AMQPBroker) -> None:
+        self._broker = broker
+
+    def buildProtocol(self, addr: object) -> _Protocol:
+        protocol = _Protocol(self._broker.parameters, custom_reactor=self._broker.reactor)
+        protocol.on_lost = self._broker._connection_lost
+        return protocol
+
+
+class AMQPBroker(Service):
+    """Keeps a connection to RabbitMQ up and hands sessions to listeners."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: ReactorLike,
+        settings: BrokerSettings,
+        rand: Callable[[], float] = random.random,
+        endpoint: IStreamClientEndpoint | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.parameters = connection_parameters(settings)
+        self._listeners: list[SessionListener] = []
+        self._session: AMQPSession | None = None
+        self._sessions: dict[_Protocol, AMQPSession] = {}
+        self._waiting: list[Deferred[BrokerSession]] = []
+        self._rand = rand
+        self.reconnects = 0
+        self._service = ClientService(
+            endpoint if endpoint is not None else broker_endpoint(reactor, settings),
+            _ProtocolFactory(self),
+            retryPolicy=self._retry_delay,
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    def _retry_delay(self, attempt: int) -> float:
+        ceiling = min(self.settings.reconnect_max_delay, self.settings.reconnect_initial_delay * 2 ** min(attempt, 30))
+        delay = ceiling / 2 + self._rand() * ceiling / 2
+        self.log.info(
+            "Connecting to {url} again in {delay:.1f}s (attempt {attempt})",
+            url=redact_url(self.settings.url),
+            delay=delay,
+            attempt=attempt + 1,
+        )
+        return delay
+
+    def _prepare(self, protocol: IProtocol) -> Deferred[None]:
+        """Wait for the AMQP handshake, open the session, run the listeners.
+
+        ``protocol`` is ClientService's proxy; ``ready`` fires with the real one.
+        """
+        ready: Deferred[Any] | None = getattr(protocol, "ready", None)
+        if ready is None:
+            return fail(BrokerUnavailable("AMQP handshake failed"))
+
+        def too_slow(result: object, timeout: float) -> None:
+            raise BrokerUnavailable(f"AMQP handshake took longer than {timeout:.0f}s")
+
+        ready.addTimeout(self.settings.connect_timeout, self.reactor, onTimeoutCancel=too_slow)
+
+        def handshaken(real: _Protocol) -> Deferred[None]:
+            return AMQPSession.open(real).addCallback(self._session_opened, real)
+
+        d = ready.addCallback(handshaken)
+        d.addErrback(self._prepare_failed, protocol)
+        return d
+
+    def _session_opened(self, session: AMQPSession, protocol: _Protocol) -> Deferred[None]:
+        self._sessions[protocol] = session
+        started = [maybeDeferred(listener.session_started, session) for listener in self._listeners]
+
+        def ready(_: object) -> None:
+            self._session = session
+            self.log.info("Connected to {url}", url=redact_url(self.settings.url))
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(session)
+
+        return gatherResults(started, consumeErrors=True).addCallback(ready)
+
+    def _prepare_failed(self, failure: Failure, protocol: IProtocol) -> Failure:
+        error = failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
+        self.log.warn(
+            "Could not set up the connection to {url}: {error}",
+            url=redact_url(self.settings.url),
+            error=getattr(error, "value", error),
+        )
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
+        return failure
+
+    def _connection_lost(self, protocol: _Protocol) -> None:
+        session = self._sessions.pop(protocol, None)
+        if session is None:
+            return
+        session.lost()
+        if session is self._session:
+            self._session = None
+            self.reconnects += 1
+            if self.running:
+                self.log.warn("Lost the connection to {url}", url=redact_url(self.settings.url))
+        for listener in self._listeners:
+            listener.session_lost(session)
+
+    # -- the Broker interface ---------------------------------------------------
+
+    def add_listener(self, listener: SessionListener) -> None:
+        self._listeners.append(listener)
+
+    def current_session(self) -> AMQPSession | None:
+        session = self._session
+        return session if session is not None and session.is_open else None
+
+    def session(self, timeout: float | None = None) -> Deferred[BrokerSession]:
+        session = self.current_session()
+        if session is not None:
+            return succeed(session)
+        d: Deferred[BrokerSession] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, self.reactor, onTimeoutCancel=_unavailable)
+        return d
+
+    def publish(
+        self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Deferred[None]:
+        """Publish, confirmed; once more on the next connection if this one dies first."""
+        limit = self.settings.publish_timeout if timeout is None else timeout
+        deadline = self.reactor.seconds() + limit
+
+        def attempt(session: BrokerSession, tries: int) -> Deferred[None]:
+            d = session.publish(queue, body, headers)
+            if tries == 0:
+                d.addErrback(retry_once)
+            return d
+
+        def retry_once(failure: Failure) -> Deferred[None]:
+            remaining = deadline - self.reactor.seconds()
+            if failure.check(PublishFailed) or remaining <= 0:
+                return fail(failure)
+            return self.session(remaining).addCallback(attempt, 1)
+
+        return self.session(limit).addCallback(attempt, 0)
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        session = self._session
+        self._session = None
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(BrokerUnavailable("the broker service stopped"))
+        closing = session.close() if session is not None else succeed(None)
+        return closing.addBoth(lambda _: self._service.stopService()).addBoth(lambda _: None)
+
+
+def _unavailable(result: object, timeout: float) -> None:
+    raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")

@@ -1,0 +1,155 @@
+"""The broker interface the runtime is written against.
+
+Two implementations stand behind it: :mod:`zqtwisted.amqp` (RabbitMQ through
+pika's ``TwistedProtocolConnection``) and :class:`zqtwisted.testing.MemoryBroker`.
+Both pass the shared contract tests in ``tests/contract.py``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+
+class BrokerUnavailable(Exception):
+    """No connection to the broker could be had within the deadline."""
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a publish (nacked, returned, or the channel died)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """One message handed to a consumer; acked or nacked through its channel."""
+
+    queue: str
+    body: bytes
+    tag: int
+    channel: ConsumerChannel
+    redelivered: bool = False
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+    def ack(self) -> None:
+        self.channel.ack([self.tag])
+
+    def nack(self, requeue: bool = True) -> None:
+        self.channel.nack(self.tag, requeue=requeue)
+
+
+class ConsumerChannel(Protocol):
+    """The channel one queue is consumed on; gone for good once closed."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def ack(self, tags: Iterable[int]) -> None:
+        """Ack these delivery tags, with one multiple-ack where that is exact."""
+
+    def nack(self, tag: int, requeue: bool = True) -> None: ...
+
+    def cancel(self) -> Deferred[None]:
+        """Stop deliveries; deliveries in hand can still be acked."""
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires when the channel closes, for whatever reason."""
+
+
+class BrokerSession(Protocol):
+    """One live connection to the broker."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def declare_queue(self, name: str) -> Deferred[None]: ...
+
+    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
+        """Declare ``queue``, open a channel with this prefetch and start consuming."""
+
+    def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
+        """Publish persistently; fires once the broker has confirmed the message."""
+
+    def queue_counts(self, queue: str) -> Deferred[tuple[int, int]]:
+        """(messages ready, consumers) of a queue, declaring it if needed."""
+
+    def purge(self, queue: str) -> Deferred[int]: ...
+
+    def get(self, queue: str) -> Deferred[Delivery | None]:
+        """Take one message (unacked) from ``queue``, or None when it is empty."""
+
+
+class SessionListener(Protocol):
+    def session_started(self, session: BrokerSession) -> Deferred[None] | None:
+        """Called on every new connection, before it is handed to anyone else."""
+
+    def session_lost(self, session: BrokerSession) -> None: ...
+
+
+class Broker(Protocol):
+    """A connection to the broker kept up as a service."""
+
+    def add_listener(self, listener: SessionListener) -> None: ...
+
+    def current_session(self) -> BrokerSession | None: ...
+
+    def session(self, timeout: float | None = None) -> Deferred[BrokerSession]:
+        """The current session, or the next one; fails with BrokerUnavailable after ``timeout``."""
+
+    def publish(
+        self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Deferred[None]:
+        """Publish through the current or next session, confirmed, within ``timeout``."""
+
+
+class AckTracker:
+    """The delivery tags outstanding on one channel, to ack batches exactly.
+
+    A multiple-ack of tag ``n`` acks every outstanding tag up to ``n``; it is used
+    only when those are exactly the tags being acked, so that a delivery held
+    elsewhere (a waiting retry, another batch) is never acked by accident.
+    """
+
+    def __init__(self) -> None:
+        self._tags: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def delivered(self, tag: int) -> None:
+        if self._tags and tag < self._tags[-1]:
+            bisect.insort(self._tags, tag)
+        else:
+            self._tags.append(tag)
+
+    def settle(self, tags: Iterable[int]) -> list[tuple[int, bool]]:
+        """Forget ``tags``; return the (tag, multiple) acks that settle them."""
+        wanted = sorted(set(tags))
+        if not wanted:
+            return []
+        highest = wanted[-1]
+        below = bisect.bisect_right(self._tags, highest)
+        present = [t for t in wanted if self._contains(t)]
+        if len(present) == below and len(present) > 1:
+            del self._tags[:below]
+            return [(highest, True)]
+        for t in present:
+            self._remove(t)
+        return [(t, False) for t in present]
+
+    def forget(self, tag: int) -> bool:
+        """Drop ``tag`` (nacked); False if it was not outstanding."""
+        if self._contains(tag):
+            self._remove(tag)
+            return True
+        return False
+
+    def _contains(self, tag: int) -> bool:
+        i = bisect.bisect_left(self._tags, tag)
+        return i < len(self._tags) and self._tags[i] == tag
+
+    def _remove(self, tag: int) -> None:
+        del self._tags[bisect.bisect_left(self._tags, tag)]

@@ -1,0 +1,347 @@
+"""Configuration: one TOML file, parsed once into immutable values.
+
+Every section is a frozen dataclass.  The core sections are declared here;
+consumers declare theirs with :func:`config_section` so that this module does not
+have to know every consumer.  Unknown keys, unknown sections and mistyped values
+stop start-up with a :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+# RabbitMQ closes a channel holding a delivery unacked past consumer_timeout
+# (30 minutes by default); retry waits must stay far below it.
+RABBITMQ_CONSUMER_TIMEOUT = 1800.0
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+_SECTIONS: dict[str, type[Any]] = {}
+
+
+def config_section(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as the schema of the TOML section ``[name]``."""
+
+    def register(cls: type[T]) -> type[T]:
+        if name in _SECTIONS and _SECTIONS[name] is not cls:
+            raise ValueError(f"config section [{name}] declared twice")
+        _SECTIONS[name] = cls
+        return cls
+
+    return register
+
+
+@config_section("broker")
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str = DEFAULT_BROKER_URL
+    heartbeat: int = 30
+    connect_timeout: float = 10.0
+    reconnect_initial_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    # How long a publish made while disconnected waits for a connection.
+    publish_timeout: float = 30.0
+
+    def validate(self, path: str) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ConfigError(f"{path}.url: expected amqp://... or amqps://..., got {redact_url(self.url)!r}")
+        _positive(self.heartbeat, f"{path}.heartbeat", allow_zero=False)
+        for name in ("connect_timeout", "reconnect_initial_delay", "reconnect_max_delay", "publish_timeout"):
+            _positive(getattr(self, name), f"{path}.{name}", allow_zero=False)
+
+
+@config_section("paths")
+@dataclass(frozen=True)
+class PathSettings:
+    stats_dir: str = "var/stats"
+    error_dir: str = "var/errors"
+    test_queue_file: str = "var/test_queue.jsonl"
+
+
+@config_section("workers")
+@dataclass(frozen=True)
+class WorkerSettings:
+    # Whether --all also runs the test queues (test, noop, noop_batch).
+    include_test_queues: bool = True
+    # Drain timeout on SIGTERM, as supervisor's stopwaitsecs.
+    drain_timeout: float = 30.0
+    # Warn when the reactor is blocked longer than this.
+    blocked_reactor_seconds: float = 1.0
+
+    def validate(self, path: str) -> None:
+        _positive(self.drain_timeout, f"{path}.drain_timeout")
+        _positive(self.blocked_reactor_seconds, f"{path}.blocked_reactor_seconds", allow_zero=False)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """Per-queue settings.  ``None`` means "the worker class's own default"."""
+
+    enabled: bool = True
+    prefetch: int | None = None
+    concurrency: int | None = None
+    # Seconds per event (times the batch length for batches); "none" disables the
+    # timeout; "default" keeps the worker class's own value.
+    max_consume_seconds: float | str = "default"
+    max_retries: int | None = None
+    batch_size: int | None = None
+    sleep_delay: float | None = None
+    retry_base: float = 1.0
+    retry_cap: float = 60.0
+    # Treat unexpected exceptions as transient (retried) instead of permanent.
+    retry_unexpected: bool = False
+    max_body_bytes: int = 1024 * 1024
+
+    def validate(self, path: str) -> None:
+        for name in ("prefetch", "concurrency", "batch_size", "max_body_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(value, f"{path}.{name}", allow_zero=False)
+        if self.max_retries is not None:
+            _positive(self.max_retries, f"{path}.max_retries")
+        if self.sleep_delay is not None:
+            _positive(self.sleep_delay, f"{path}.sleep_delay")
+        mcs = self.max_consume_seconds
+        if isinstance(mcs, str):
+            if mcs not in ("none", "default"):
+                raise ConfigError(f"{path}.max_consume_seconds: expected a number or \"none\", got {mcs!r}")
+        else:
+            _positive(mcs, f"{path}.max_consume_seconds", allow_zero=False)
+        _positive(self.retry_base, f"{path}.retry_base", allow_zero=False)
+        _positive(self.retry_cap, f"{path}.retry_cap", allow_zero=False)
+        if self.retry_cap < self.retry_base:
+            raise ConfigError(f"{path}.retry_cap: must be >= retry_base ({self.retry_base})")
+        if self.retry_cap > RABBITMQ_CONSUMER_TIMEOUT / 4:
+            raise ConfigError(
+                f"{path}.retry_cap: {self.retry_cap}s comes too near RabbitMQ's consumer_timeout "
+                f"({RABBITMQ_CONSUMER_TIMEOUT:.0f}s); keep it at most {RABBITMQ_CONSUMER_TIMEOUT / 4:.0f}s"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, immutable."""
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    paths: PathSettings = field(default_factory=PathSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)
+    queues: Mapping[str, QueueSettings] = field(default_factory=lambda: types.MappingProxyType({}))
+    sections: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    source: str = "<defaults>"
+
+    def queue(self, name: str) -> QueueSettings:
+        """The settings of queue ``name`` (a shard ``x_shard2`` falls back to ``x``)."""
+        if name in self.queues:
+            return self.queues[name]
+        base = name.rsplit("_shard", 1)[0]
+        return self.queues.get(base, _DEFAULT_QUEUE)
+
+    def section(self, name: str, cls: type[T]) -> T:
+        """The parsed section ``[name]``, or its defaults when the file has none."""
+        value = self.sections.get(name)
+        if value is None:
+            value = cls()
+        if not isinstance(value, cls):
+            raise TypeError(f"section [{name}] is a {type(value).__name__}, not {cls.__name__}")
+        return value
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULT_QUEUE = QueueSettings()
+
+# Environment variables that override a key, for what differs per deployment.
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
+    "ZQ_BROKER_URL": ("broker", "url"),
+    "ZQ_STATS_DIR": ("paths", "stats_dir"),
+    "ZQ_ERROR_DIR": ("paths", "error_dir"),
+    "ZQ_TEST_QUEUE_FILE": ("paths", "test_queue_file"),
+}
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (or ``$ZQ_CONFIG``), apply environment overrides."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("ZQ_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var):
+            raw.setdefault(section, {})[key] = env[var]
+    return parse_config(raw, source=path or "<defaults>")
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
+    """Build a :class:`Config` from a parsed TOML mapping, validating every key."""
+    core: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name == "queues":
+            continue
+        if name not in _SECTIONS:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted([*_SECTIONS, 'queues']))})")
+        section = build_dataclass(_SECTIONS[name], value, name)
+        if name in ("broker", "paths", "workers"):
+            core[name] = section
+        else:
+            extra[name] = section
+    queues_raw = raw.get("queues", {})
+    if not isinstance(queues_raw, Mapping):
+        raise ConfigError("queues: expected a table of [queues.NAME] tables")
+    queues = {
+        qname: build_dataclass(QueueSettings, qvalue, f"queues.{qname}") for qname, qvalue in queues_raw.items()
+    }
+    return Config(
+        **core,
+        queues=types.MappingProxyType(queues),
+        sections=types.MappingProxyType(extra),
+        source=source,
+    )
+
+
+def build_dataclass(cls: type[T], value: Any, path: str) -> T:
+    """Build the frozen dataclass ``cls`` from a TOML table, checking names and types."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {path}.{key} (known: {', '.join(sorted(fields))})")
+        kwargs[key] = _coerce(item, hints[key], f"{path}.{key}")
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``hint`` (environment strings are converted)."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value == "none" and type(None) in options:
+        return None
+    for option in options:
+        ok, converted = _try_type(value, option)
+        if ok:
+            return converted
+    names = " or ".join(_type_name(o) for o in options)
+    shown = "***" if _looks_secret(path) else repr(value)
+    raise ConfigError(f"{path}: expected {names}, got {shown}")
+
+
+def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(option)
+    if option is type(None):
+        return False, None
+    if option is bool:
+        if isinstance(value, bool):
+            return True, value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return True, value.lower() in ("true", "1", "yes")
+        return False, None
+    if option is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return True, int(value)
+        return False, None
+    if option is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if option is str:
+        return isinstance(value, str), value
+    if origin in (tuple, list):
+        (item_type, *_rest) = typing.get_args(option) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            return False, None
+        items = []
+        for item in value:
+            ok, converted = _try_type(item, item_type) if item_type is not Any else (True, item)
+            if not ok:
+                return False, None
+            items.append(converted)
+        return True, tuple(items)
+    if origin in (dict, Mapping) or option in (dict, Mapping):
+        return isinstance(value, Mapping), types.MappingProxyType(dict(value)) if isinstance(value, Mapping) else None
+    if option is Any:
+        return True, value
+    return False, None
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def _type_name(option: Any) -> str:
+    if option is type(None):
+        return '"none"'
+    origin = typing.get_origin(option)
+    if origin is not None:
+        return f"a list of {_type_name(typing.get_args(option)[0])}" if origin in (tuple, list) else "a table"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(option, str(option))
+
+
+def _positive(value: float, path: str, allow_zero: bool = True) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _looks_secret(path: str) -> bool:
+    return any(word in path for word in ("password", "api_key", "token", "secret", "dsn"))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def read_secret(value: str, file_value: str, path: str) -> str:
+    """A secret given inline or, preferably, in a file the config names."""
+    if file_value:
+        try:
+            return Path(file_value).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{path}_file: cannot read {file_value}: {e.strerror}") from None
+    return value

@@ -1,0 +1,85 @@
+"""What the runtime reports as it works: stats files, metrics and logs listen here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class RunnerObserver(Protocol):
+    def consume_started(self, queue: str, events: int) -> None:
+        """A consume of ``events`` events (1, or a batch) starts."""
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        """A consume finished; ``events`` of its events succeeded."""
+
+    def failed(self, queue: str, events: int, outcome: str) -> None:
+        """``events`` events failed with ``outcome`` (retry, permanent, timeout, ...)."""
+
+    def retried(self, queue: str, delay: float) -> None: ...
+
+    def dead_lettered(self, queue: str, events: int, reason: str) -> None: ...
+
+    def idle(self, queue: str) -> None:
+        """The queue's local buffer emptied and nothing is in flight."""
+
+    def attached(self, queue: str, attached: bool) -> None:
+        """The queue's consumer was attached to (or lost) a broker channel."""
+
+
+class NullObserver:
+    def consume_started(self, queue: str, events: int) -> None:
+        pass
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        pass
+
+    def failed(self, queue: str, events: int, outcome: str) -> None:
+        pass
+
+    def retried(self, queue: str, delay: float) -> None:
+        pass
+
+    def dead_lettered(self, queue: str, events: int, reason: str) -> None:
+        pass
+
+    def idle(self, queue: str) -> None:
+        pass
+
+    def attached(self, queue: str, attached: bool) -> None:
+        pass
+
+
+class FanOut(NullObserver):
+    """Forwards every report to several observers."""
+
+    def __init__(self, observers: Sequence[RunnerObserver]) -> None:
+        self.observers = list(observers)
+
+    def consume_started(self, queue: str, events: int) -> None:
+        for o in self.observers:
+            o.consume_started(queue, events)
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        for o in self.observers:
+            o.consumed(queue, events, seconds)
+
+    def failed(self, queue: str, events: int, outcome: str) -> None:
+        for o in self.observers:
+            o.failed(queue, events, outcome)
+
+    def retried(self, queue: str, delay: float) -> None:
+        for o in self.observers:
+            o.retried(queue, delay)
+
+    def dead_lettered(self, queue: str, events: int, reason: str) -> None:
+        for o in self.observers:
+            o.dead_lettered(queue, events, reason)
+
+    def idle(self, queue: str) -> None:
+        for o in self.observers:
+            o.idle(queue)
+
+    def attached(self, queue: str, attached: bool) -> None:
+        for o in self.observers:
+            o.attached(queue, attached)

@@ -1,0 +1,176 @@
+"""Zulip's queue stats files: ``{stats_dir}/{queue}.stats``, same keys, same cadence.
+
+Zulip's monitoring (``check-rabbitmq-queue``, and :mod:`zqtwisted.check`) reads
+these files, so the format is Zulip's exactly: JSON with a 2-space indent and a
+trailing newline, written atomically (``.tmp`` then rename), with the keys
+``update_time``, ``recent_average_consume_time``, ``queue_last_emptied_timestamp``
+and ``consumed_since_last_emptied``.
+
+The cadence is Zulip's too (``QueueProcessingWorker.do_consume``): a write at
+start, before the first consume after the queue went idle, whenever the local
+buffer empties, and otherwise every 50 consumes or when 30 s have passed since
+the last write -- checked at the end of a consume, never on a timer, so that a
+stuck consume leaves the file stale and the check reports the queue as stuck.
+
+:class:`QueueStats` is the pure state of one queue; :class:`StatsObserver`
+listens to the runtime (:class:`zqtwisted.observer.RunnerObserver`) and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from zqtwisted.observer import NullObserver
+
+# Zulip's QueueProcessingWorker constants.
+RECENT_CONSUMES = 50
+CONSUME_ITERATIONS_BEFORE_UPDATE_STATS_NUM = 50
+MAX_SECONDS_BEFORE_UPDATE_STATS = 30.0
+
+STATS_SUFFIX = ".stats"
+
+
+class QueueStats:
+    """The statistics of one queue; each ``on_*`` method says whether to write now."""
+
+    def __init__(self, now: float) -> None:
+        self.queue_last_emptied_timestamp = now
+        self.consumed_since_last_emptied = 0
+        self.recent_consume_times: deque[tuple[int, float]] = deque(maxlen=RECENT_CONSUMES)
+        self.consume_iteration_counter = 0
+        self.idle = True
+        self.last_statistics_update_time = 0.0
+
+    def recent_average_consume_time(self) -> float | None:
+        """Seconds per event over the last <= 50 consumes, or None before any."""
+        total_events = sum(n for n, _ in self.recent_consume_times)
+        if total_events == 0:
+            return None
+        return sum(seconds for _, seconds in self.recent_consume_times) / total_events
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The content of the stats file, keys in Zulip's order."""
+        return {
+            "update_time": now,
+            "recent_average_consume_time": self.recent_average_consume_time(),
+            "queue_last_emptied_timestamp": self.queue_last_emptied_timestamp,
+            "consumed_since_last_emptied": self.consumed_since_last_emptied,
+        }
+
+    def written(self, now: float) -> None:
+        self.last_statistics_update_time = now
+
+    def on_consume_started(self) -> bool:
+        """A consume starts: write if the queue was idle (Zulip's reactivation write)."""
+        if self.idle:
+            self.idle = False
+            return True
+        return False
+
+    def on_consumed(self, events: int, seconds: float, now: float) -> bool:
+        """A consume ended with ``events`` successes: write every 50 consumes or 30 s."""
+        if events > 0:
+            self.recent_consume_times.append((events, seconds))
+            self.consumed_since_last_emptied += events
+        self.consume_iteration_counter += 1
+        if (
+            self.consume_iteration_counter >= CONSUME_ITERATIONS_BEFORE_UPDATE_STATS_NUM
+            or now - self.last_statistics_update_time >= MAX_SECONDS_BEFORE_UPDATE_STATS
+        ):
+            self.consume_iteration_counter = 0
+            return True
+        return False
+
+    def on_idle(self, now: float) -> bool:
+        """The local buffer emptied: reset the backlog counters and write."""
+        if self.idle:
+            return False  # already written when it emptied; nothing was consumed since
+        self.queue_last_emptied_timestamp = now
+        self.consumed_since_last_emptied = 0
+        self.idle = True
+        return True
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    """The file's text: JSON, 2-space indent, trailing newline (orjson's OPT_INDENT_2)."""
+    return json.dumps(stats, indent=2) + "\n"
+
+
+def stats_path(stats_dir: str, queue: str) -> str:
+    return os.path.join(stats_dir, queue + STATS_SUFFIX)
+
+
+def write_stats_file(stats_dir: str, queue: str, text: str) -> None:
+    """Write atomically: ``{queue}.stats.tmp`` then rename over ``{queue}.stats``."""
+    os.makedirs(stats_dir, exist_ok=True)
+    path = stats_path(stats_dir, queue)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class StatsObserver(NullObserver):
+    """Writes each queue's stats file as the runtime reports consumes."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, stats_dir: str) -> None:
+        self._clock = clock
+        self.stats_dir = stats_dir
+        self.queues: dict[str, QueueStats] = {}
+        self._write_failed: set[str] = set()
+
+    def start(self, queues: Iterable[str]) -> None:
+        """Zulip writes every queue's file when its worker starts; call at service start."""
+        for queue in queues:
+            self.queues[queue] = QueueStats(self._clock.seconds())
+            self._write(queue)
+
+    def _stats(self, queue: str) -> QueueStats:
+        stats = self.queues.get(queue)
+        if stats is None:
+            self.start([queue])
+            stats = self.queues[queue]
+        return stats
+
+    def consume_started(self, queue: str, events: int) -> None:
+        if self._stats(queue).on_consume_started():
+            self._write(queue)
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        if self._stats(queue).on_consumed(events, seconds, self._clock.seconds()):
+            self._write(queue)
+
+    def idle(self, queue: str) -> None:
+        if self._stats(queue).on_idle(self._clock.seconds()):
+            self._write(queue)
+
+    def attached(self, queue: str, attached: bool) -> None:
+        self._stats(queue)
+
+    def _write(self, queue: str) -> None:
+        stats = self.queues[queue]
+        now = self._clock.seconds()
+        try:
+            write_stats_file(self.stats_dir, queue, render_stats(stats.snapshot(now)))
+        except OSError as e:
+            # Never let monitoring break consuming; say so once per queue.
+            if queue not in self._write_failed:
+                self._write_failed.add(queue)
+                self.log.error(
+                    "Cannot write the stats file of {queue} in {stats_dir}: {error}",
+                    queue=queue,
+                    stats_dir=self.stats_dir,
+                    error=e.strerror or str(e),
+                )
+            return
+        self._write_failed.discard(queue)
+        stats.written(now)

@@ -1,0 +1,300 @@
+"""Fakes shipped with the package: an in-memory broker behind the broker interface.
+
+:class:`MemoryBroker` keeps queues in memory, honours prefetch, requeues unacked
+deliveries when a "connection" drops, and confirms publishes.  It passes the same
+contract tests as the real AMQP broker (``tests/contract.py``).  Deliveries are
+scheduled with ``callLater(0)`` on the clock it is given, like network I/O would
+arrive, so tests drive it with ``Clock.advance(0)`` or :meth:`MemoryBroker.flush`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+
+from zqtwisted.broker import AckTracker, BrokerSession, BrokerUnavailable, Delivery, PublishFailed, SessionListener
+
+
+@dataclass
+class StoredMessage:
+    body: bytes
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    redelivered: bool = False
+
+
+class MemoryChannel:
+    """A consumer channel of :class:`MemorySession`."""
+
+    def __init__(self, session: MemorySession, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]):
+        self._session = session
+        self.queue = queue
+        self.prefetch = prefetch
+        self._on_delivery = on_delivery
+        self._tags = itertools.count(1)
+        self.unacked: dict[int, StoredMessage] = {}
+        self._tracker = AckTracker()
+        self.consuming = True
+        self._open = True
+        self._closed_waiters: list[Deferred[None]] = []
+        self.ack_calls: list[tuple[int, bool]] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._open and self._session.is_open
+
+    def ack(self, tags: Iterable[int]) -> None:
+        if not self.is_open:
+            return
+        for tag, multiple in self._tracker.settle(tags):
+            self.ack_calls.append((tag, multiple))
+            settled = [t for t in self.unacked if t <= tag] if multiple else [tag]
+            for t in settled:
+                self.unacked.pop(t, None)
+        self._session.broker._schedule()
+
+    def nack(self, tag: int, requeue: bool = True) -> None:
+        if not self.is_open or not self._tracker.forget(tag):
+            return
+        message = self.unacked.pop(tag)
+        if requeue:
+            message.redelivered = True
+            self._session.broker.queues.setdefault(self.queue, deque()).appendleft(message)
+        self._session.broker._schedule()
+
+    def cancel(self) -> Deferred[None]:
+        self.consuming = False
+        return succeed(None)
+
+    def when_closed(self) -> Deferred[None]:
+        if not self._open:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._closed_waiters.append(d)
+        return d
+
+    def _deliver_one(self) -> bool:
+        queue = self._session.broker.queues.get(self.queue)
+        if not (self.is_open and self.consuming and queue and len(self.unacked) < self.prefetch):
+            return False
+        self._on_delivery(self.take(queue.popleft()))
+        return True
+
+    def take(self, message: StoredMessage) -> Delivery:
+        """Hold ``message`` unacked on this channel and wrap it as a Delivery."""
+        tag = next(self._tags)
+        self.unacked[tag] = message
+        self._tracker.delivered(tag)
+        return Delivery(
+            queue=self.queue,
+            body=message.body,
+            tag=tag,
+            channel=self,
+            redelivered=message.redelivered,
+            headers=dict(message.headers),
+        )
+
+    def _close(self) -> None:
+        """Close: unacked messages go back to the head of the queue, as RabbitMQ does."""
+        if not self._open:
+            return
+        self._open = False
+        queue = self._session.broker.queues.setdefault(self.queue, deque())
+        for tag in sorted(self.unacked, reverse=True):
+            message = self.unacked.pop(tag)
+            message.redelivered = True
+            queue.appendleft(message)
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+
+class MemorySession:
+    """One "connection" to a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self._open = True
+        self.channels: list[MemoryChannel] = []
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def declare_queue(self, name: str) -> Deferred[None]:
+        if not self._open:
+            return fail(BrokerUnavailable("connection closed"))
+        self.broker.queues.setdefault(name, deque())
+        return succeed(None)
+
+    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[MemoryChannel]:
+        if not self._open:
+            return fail(BrokerUnavailable("connection closed"))
+        self.broker.queues.setdefault(queue, deque())
+        channel = MemoryChannel(self, queue, prefetch, on_delivery)
+        self.channels.append(channel)
+        self.broker._schedule()
+        return succeed(channel)
+
+    def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
+        if not self._open:
+            return fail(BrokerUnavailable("connection closed"))
+        if self.broker.publish_error is not None:
+            return fail(self.broker.publish_error)
+        if queue not in self.broker.queues:
+            return fail(PublishFailed(f"unroutable: no queue {queue!r}"))
+        self.broker.queues[queue].append(StoredMessage(bytes(body), dict(headers or {})))
+        self.broker.published.append((queue, bytes(body), dict(headers or {})))
+        self.broker._schedule()
+        return succeed(None)
+
+    def queue_counts(self, queue: str) -> Deferred[tuple[int, int]]:
+        self.broker.queues.setdefault(queue, deque())
+        consumers = sum(
+            1 for s in self.broker.sessions for c in s.channels if c.queue == queue and c.is_open and c.consuming
+        )
+        return succeed((len(self.broker.queues[queue]), consumers))
+
+    def purge(self, queue: str) -> Deferred[int]:
+        messages = self.broker.queues.setdefault(queue, deque())
+        count = len(messages)
+        messages.clear()
+        return succeed(count)
+
+    def get(self, queue: str) -> Deferred[Delivery | None]:
+        if not self._open:
+            return fail(BrokerUnavailable("connection closed"))
+        messages = self.broker.queues.setdefault(queue, deque())
+        if not messages:
+            return succeed(None)
+        getter = MemoryChannel(self, queue, 0, lambda d: None)
+        getter.consuming = False
+        self.channels.append(getter)
+        return succeed(getter.take(messages.popleft()))
+
+    def _drop(self) -> None:
+        self._open = False
+        for channel in self.channels:
+            channel._close()
+
+
+class MemoryBroker:
+    """An in-memory broker with the interface of :class:`zqtwisted.amqp.AMQPBroker`."""
+
+    def __init__(self, clock: IReactorTime | None = None) -> None:
+        self.clock = clock if clock is not None else Clock()
+        self.queues: dict[str, deque[StoredMessage]] = {}
+        self.published: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.sessions: list[MemorySession] = []
+        self.publish_error: Exception | None = None
+        self._listeners: list[SessionListener] = []
+        self._session: MemorySession | None = None
+        self._waiting: list[Deferred[BrokerSession]] = []
+        self._scheduled = False
+        self.running = False
+
+    # -- service-like life cycle ------------------------------------------------
+
+    def startService(self) -> None:
+        self.running = True
+        self.connect()
+
+    def stopService(self) -> Deferred[None]:
+        self.running = False
+        self.disconnect()
+        return succeed(None)
+
+    def connect(self) -> Deferred[None]:
+        """Open a new session and run every listener's session_started on it."""
+        session = MemorySession(self)
+        self.sessions.append(session)
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        started = [maybeDeferred(listener.session_started, session) for listener in self._listeners]
+
+        def ready(_: object) -> None:
+            self._session = session
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(session)
+
+        return gatherResults(started, consumeErrors=True).addCallback(ready)
+
+    def disconnect(self) -> None:
+        """Drop the current session, as a broker restart would."""
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session._drop()
+        for listener in self._listeners:
+            listener.session_lost(session)
+        self._schedule()
+
+    # -- the Broker interface ---------------------------------------------------
+
+    def add_listener(self, listener: SessionListener) -> None:
+        self._listeners.append(listener)
+
+    def current_session(self) -> MemorySession | None:
+        return self._session
+
+    def session(self, timeout: float | None = None) -> Deferred[BrokerSession]:
+        if self._session is not None:
+            return succeed(self._session)
+        d: Deferred[BrokerSession] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, self.clock, onTimeoutCancel=_unavailable)
+        return d
+
+    def publish(
+        self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Deferred[None]:
+        def on_session(session: BrokerSession) -> Deferred[None]:
+            return session.declare_queue(queue).addCallback(lambda _: session.publish(queue, body, headers))
+
+        return self.session(timeout).addCallback(on_session)
+
+    # -- helpers for tests ------------------------------------------------------
+
+    def messages(self, queue: str) -> list[bytes]:
+        """Bodies waiting in ``queue`` (not those delivered and unacked)."""
+        return [m.body for m in self.queues.get(queue, ())]
+
+    def unacked(self, queue: str) -> int:
+        return sum(len(c.unacked) for s in self.sessions for c in s.channels if c.queue == queue and c.is_open)
+
+    def flush(self) -> None:
+        """Deliver everything deliverable now (advances a Clock by 0)."""
+        if isinstance(self.clock, Clock):
+            for _ in range(100_000):
+                if not self.clock.getDelayedCalls() or min(c.getTime() for c in self.clock.getDelayedCalls()) > (
+                    self.clock.seconds()
+                ):
+                    break
+                self.clock.advance(0)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.clock.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        progress = True
+        while progress:
+            progress = False
+            for session in self.sessions:
+                for channel in list(session.channels):
+                    if channel._deliver_one():
+                        progress = True
+
+
+def _unavailable(result: object, timeout: float) -> None:
+    raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")

@@ -27,7 +27,15 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.broker import AckTracker, BrokerSession, BrokerUnavailable, Delivery, PublishFailed, SessionListener
+from zqtwisted.broker import (
+    AckTracker,
+    BrokerSession,
+    BrokerUnavailable,
+    ConsumerChannel,
+    Delivery,
+    PublishFailed,
+    SessionListener,
+)
 from zqtwisted.config import BrokerSettings, redact_url
 from zqtwisted.reactor import ReactorLike
 
@@ -190,9 +198,7 @@ class AMQPSession:
 
         return channel.queue_declare(queue=name, durable=True).addCallback(declared)
 
-    def consume(
-        self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]
-    ) -> Deferred[AMQPConsumerChannel]:
+    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
         holder: dict[str, AMQPConsumerChannel] = {}
 
         def opened(channel: TwistedChannel) -> Deferred[Any]:
@@ -203,7 +209,7 @@ class AMQPSession:
             d.addCallback(lambda _: channel.basic_consume(queue=queue, auto_ack=False))
             return d
 
-        def consuming(result: tuple[ClosableDeferredQueue, str]) -> AMQPConsumerChannel:
+        def consuming(result: tuple[ClosableDeferredQueue, str]) -> ConsumerChannel:
             queue_object, consumer_tag = result
             consumer = holder["channel"]
             consumer.start(queue_object, consumer_tag)

@@ -20,12 +20,12 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
 
-from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable
+from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
 from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.deadletter import describe, failed_queue
 from zqtwisted.errors import WorkerDeclarationError
 from zqtwisted.publisher import encode_event
-from zqtwisted.worker import get_active_worker_queues, get_worker_class
+from zqtwisted.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 CONNECT_TIMEOUT = 15.0
@@ -62,10 +62,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_config(args.config)
         if args.broker:
-            config = config.replace(broker=type(config.broker)(**{**vars(config.broker), "url": args.broker}))
-            config.broker.validate("--broker")
+            config = config.with_broker_url(args.broker)
     except ConfigError as e:
         sys.stderr.write(f"zqctl: configuration: {e}\n")
+        raise SystemExit(EXIT_USAGE) from None
+    try:
+        import_consumer_modules(config.workers.consumer_modules)
+    except WorkerDeclarationError as e:
+        sys.stderr.write(f"zqctl: {e}\n")
         raise SystemExit(EXIT_USAGE) from None
     command = COMMANDS[args.command]
     react(lambda reactor: ensureDeferred(_run(reactor, config, command, args)))
@@ -137,7 +141,7 @@ async def cmd_failed(broker: Broker, session: BrokerSession, args: argparse.Name
         count = await session.purge(name)
         out.write(f"purged {count} dead letter(s) of {args.queue}\n")
         return EXIT_OK
-    held = []
+    held: list[Delivery] = []
     while len(held) < args.limit:
         delivery = await session.get(name)
         if delivery is None:

@@ -78,6 +78,8 @@ class PathSettings:
 @config_section("workers")
 @dataclass(frozen=True)
 class WorkerSettings:
+    # Modules to import at start so that their @assign_queue workers register.
+    consumer_modules: tuple[str, ...] = ()
     # Whether --all also runs the test queues (test, noop, noop_batch).
     include_test_queues: bool = True
     # Drain timeout on SIGTERM, as supervisor's stopwaitsecs.
@@ -121,7 +123,7 @@ class QueueSettings:
         mcs = self.max_consume_seconds
         if isinstance(mcs, str):
             if mcs not in ("none", "default"):
-                raise ConfigError(f"{path}.max_consume_seconds: expected a number or \"none\", got {mcs!r}")
+                raise ConfigError(f'{path}.max_consume_seconds: expected a number or "none", got {mcs!r}')
         else:
             _positive(mcs, f"{path}.max_consume_seconds", allow_zero=False)
         _positive(self.retry_base, f"{path}.retry_base", allow_zero=False)
@@ -164,6 +166,12 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+    def with_broker_url(self, url: str) -> Config:
+        """This configuration with another broker URL (``--broker``), validated."""
+        broker = dataclasses.replace(self.broker, url=url)
+        broker.validate("--broker")
+        return dataclasses.replace(self, broker=broker)
 
 
 _DEFAULT_QUEUE = QueueSettings()
@@ -213,9 +221,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
     queues_raw = raw.get("queues", {})
     if not isinstance(queues_raw, Mapping):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
-    queues = {
-        qname: build_dataclass(QueueSettings, qvalue, f"queues.{qname}") for qname, qvalue in queues_raw.items()
-    }
+    queues = {qname: build_dataclass(QueueSettings, qvalue, f"queues.{qname}") for qname, qvalue in queues_raw.items()}
     return Config(
         **core,
         queues=types.MappingProxyType(queues),

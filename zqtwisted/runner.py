@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import txaio
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,8 +31,6 @@ from zqtwisted.observer import NullObserver, RunnerObserver
 from zqtwisted.redact import redact_event
 from zqtwisted.retry import BackoffPolicy, Outcome, classify, next_attempt
 from zqtwisted.worker import BatchFailures, LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
-
-txaio.use_twisted()
 
 REATTACH_DELAY = 1.0
 
@@ -255,15 +252,15 @@ class QueueRunner:
     # -- consuming -------------------------------------------------------------
 
     def _start(self, items: list[Item]) -> None:
-        events = [i.event for i in items]
+        events = [i.event for i in items if i.event is not None]
         self._observer.consume_started(self.queue, len(items))
         started = self._clock.seconds()
         if self._batched:
             assert isinstance(self.worker, LoopQueueProcessingWorker)
-            d = txaio.as_future(self.worker.consume_batch, events)
+            d = maybeDeferred(self.worker.consume_batch, events)
         else:
             assert isinstance(self.worker, QueueProcessingWorker)
-            d = txaio.as_future(self.worker.consume, events[0])
+            d = maybeDeferred(self.worker.consume, events[0])
         if self.settings.timeout is not None:
             d.addTimeout(self.settings.timeout * len(items), self._clock)
         self._in_flight[d] = items
@@ -284,9 +281,7 @@ class QueueRunner:
                 )
             failures = [(item, result) for item in items]
         elif isinstance(result, BatchFailures):
-            failures = [
-                (items[i], Failure(exc)) for i, exc in sorted(result.failures.items()) if 0 <= i < len(items)
-            ]
+            failures = [(items[i], Failure(exc)) for i, exc in sorted(result.failures.items()) if 0 <= i < len(items)]
         else:
             failures = []
         failed = {id(item) for item, _ in failures}
@@ -387,12 +382,11 @@ class QueueRunner:
                 self.log.failure(
                     "Problem handling data on queue {queue}", failure, queue=self.queue, event=redact_event(item.event)
                 )
-            try:
-                handled = txaio.as_future(self.worker.on_give_up, item.event, failure, reason)
-            except Exception:  # noqa: BLE001 - as_future wraps exceptions; be safe anyway
-                handled = succeed(None)
+            handled = maybeDeferred(self.worker.on_give_up, item.event, failure, reason)
             handled.addErrback(lambda f: self.log.failure("Failure handler of {queue} failed", f, queue=self.queue))
-        self._deadletters.write_error_file(self.queue, events or [_raw(item) for item, _ in group])
+        self._deadletters.write_error_file(
+            self.queue, [*events, *(_raw(item) for item, _ in group if item.event is None)]
+        )
         letters = [
             DeadLetter(
                 queue=self.queue,

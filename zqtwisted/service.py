@@ -8,6 +8,7 @@ by the drain timeout), stop the workers, then close the connection.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
@@ -40,7 +41,8 @@ class WorkerService(MultiService):
         self.drain_timeout = drain_timeout
         self._broker_service = broker_service
         self._on_fatal = on_fatal
-        self._started: Deferred[object] | None = None
+        self._workers_started = False
+        self._waiting_for_workers: list[Deferred[None]] = []
         broker.add_listener(self)
 
     @property
@@ -51,26 +53,32 @@ class WorkerService(MultiService):
     def startService(self) -> None:
         set_default_publisher(self.publisher)
         self.log.info("Starting workers for {queues}", queues=", ".join(r.queue for r in self.runners))
-        self._started = gatherResults([maybeDeferred(r.worker.start) for r in self.runners], consumeErrors=True)
-        self._started.addErrback(self._start_failed)
+        started = gatherResults([maybeDeferred(r.worker.start) for r in self.runners], consumeErrors=True)
+        started.addCallbacks(self._workers_ready, self._start_failed)
         super().startService()
         self._broker_service.startService()
+
+    def _workers_ready(self, _: object) -> None:
+        self._workers_started = True
+        waiting, self._waiting_for_workers = self._waiting_for_workers, []
+        for d in waiting:
+            d.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
         self.log.failure("A worker failed to start; stopping", failure)
         self._on_fatal()
 
-    def session_started(self, session: BrokerSession) -> Deferred[object]:
-        """Attach every runner to a new connection (after the workers have started)."""
+    def session_started(self, session: BrokerSession) -> Deferred[None]:
+        """Attach every runner to a new connection (once the workers have started)."""
 
-        def attach(_: object) -> Deferred[object]:
-            return gatherResults([r.attach(session) for r in self.runners], consumeErrors=True)
+        def attach(_: object) -> Deferred[None]:
+            attached = gatherResults([r.attach(session) for r in self.runners], consumeErrors=True)
+            return attached.addCallback(lambda _: None)
 
-        started = self._started
-        if started is None or started.called:
+        if self._workers_started:
             return attach(None)
-        waiter: Deferred[object] = Deferred()
-        started.addBoth(lambda r: (waiter.callback(None), r)[1])
+        waiter: Deferred[None] = Deferred()
+        self._waiting_for_workers.append(waiter)
         return waiter.addCallback(attach)
 
     def session_lost(self, session: BrokerSession) -> None:
@@ -78,17 +86,18 @@ class WorkerService(MultiService):
             self.log.warn("Broker connection lost; events in hand will be redelivered, consumers re-attach")
 
     def stopService(self) -> Deferred[None]:
-        self.log.info("Stopping: draining {n} queues (up to {timeout}s)", n=len(self.runners), timeout=self.drain_timeout)
+        self.log.info("Stopping: draining {n} queues (up to {s}s)", n=len(self.runners), s=self.drain_timeout)
         drained = DeferredList([r.stop(self.drain_timeout) for r in self.runners], consumeErrors=True)
 
-        def stop_workers(_: object) -> DeferredList[object]:
+        def stop_workers(_: object) -> Deferred[Any]:
             return DeferredList([maybeDeferred(r.worker.stop) for r in self.runners], consumeErrors=True)
 
-        def stop_children(_: object) -> Deferred[None]:
+        def stop_children(_: object) -> Deferred[Any]:
             set_default_publisher(None)
-            return gatherResults(
+            return DeferredList(
                 [maybeDeferred(self._broker_service.stopService), maybeDeferred(MultiService.stopService, self)],
                 consumeErrors=True,
-            ).addBoth(lambda _: None)
+            )
 
-        return drained.addCallback(stop_workers).addCallback(stop_children)
+        done: Deferred[Any] = drained.addCallback(stop_workers).addCallback(stop_children)
+        return done.addCallback(lambda _: None)

@@ -25,7 +25,7 @@ from zqtwisted.publisher import Publisher
 from zqtwisted.reactor import ReactorLike
 from zqtwisted.runner import QueueRunner, RunnerSettings
 from zqtwisted.service import WorkerService
-from zqtwisted.worker import WorkerContext, get_active_worker_queues, get_worker_class
+from zqtwisted.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
 
 
 class Options(usage.Options):
@@ -63,12 +63,12 @@ class Options(usage.Options):
             raise usage.UsageError(f"configuration: {e}") from None
         if self["broker"]:
             try:
-                config = config.replace(broker=config.broker.__class__(**{**vars(config.broker), "url": self["broker"]}))
-                config.broker.validate("--broker")
+                config = config.with_broker_url(self["broker"])
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
         self.config = config
         try:
+            import_consumer_modules(config.workers.consumer_modules)
             self["queues"] = select_queues(config, self["queues"], self["all"])
         except WorkerDeclarationError as e:
             raise usage.UsageError(str(e)) from None

@@ -19,7 +19,18 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 
-from zqtwisted.broker import AckTracker, BrokerSession, BrokerUnavailable, Delivery, PublishFailed, SessionListener
+from zqtwisted.broker import (
+    AckTracker,
+    BrokerSession,
+    BrokerUnavailable,
+    ConsumerChannel,
+    Delivery,
+    PublishFailed,
+    SessionListener,
+)
+
+
+_sequence = itertools.count()
 
 
 @dataclass
@@ -27,6 +38,17 @@ class StoredMessage:
     body: bytes
     headers: Mapping[str, Any] = field(default_factory=dict)
     redelivered: bool = False
+    seq: int = field(default_factory=lambda: next(_sequence))
+
+
+def requeue_message(queue: deque[StoredMessage], message: StoredMessage) -> None:
+    """Put ``message`` back at its original place, as RabbitMQ does when it can."""
+    message.redelivered = True
+    for i, other in enumerate(queue):
+        if other.seq > message.seq:
+            queue.insert(i, message)
+            return
+    queue.append(message)
 
 
 class MemoryChannel:
@@ -64,8 +86,7 @@ class MemoryChannel:
             return
         message = self.unacked.pop(tag)
         if requeue:
-            message.redelivered = True
-            self._session.broker.queues.setdefault(self.queue, deque()).appendleft(message)
+            requeue_message(self._session.broker.queues.setdefault(self.queue, deque()), message)
         self._session.broker._schedule()
 
     def cancel(self) -> Deferred[None]:
@@ -106,10 +127,8 @@ class MemoryChannel:
             return
         self._open = False
         queue = self._session.broker.queues.setdefault(self.queue, deque())
-        for tag in sorted(self.unacked, reverse=True):
-            message = self.unacked.pop(tag)
-            message.redelivered = True
-            queue.appendleft(message)
+        for tag in sorted(self.unacked):
+            requeue_message(queue, self.unacked.pop(tag))
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
             d.callback(None)
@@ -133,7 +152,7 @@ class MemorySession:
         self.broker.queues.setdefault(name, deque())
         return succeed(None)
 
-    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[MemoryChannel]:
+    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
         if not self._open:
             return fail(BrokerUnavailable("connection closed"))
         self.broker.queues.setdefault(queue, deque())

@@ -12,6 +12,7 @@ Deferred or a coroutine, and never touches a channel::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -177,6 +178,15 @@ def get_active_worker_queues(only_test_queues: bool = False) -> list[str]:
 
 def is_test_queue(queue_name: str) -> bool:
     return queue_name in _test_queues
+
+
+def import_consumer_modules(modules: Sequence[str]) -> None:
+    """Import the configured modules so that their ``@assign_queue`` workers register."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise WorkerDeclarationError(f"[workers] consumer_modules: cannot import {name!r}: {e}") from None
 
 
 def load_builtin_consumers() -> None:

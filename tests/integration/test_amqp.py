@@ -1,0 +1,64 @@
+"""The real AMQP broker (pika on RabbitMQ) passes the broker contract."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
+
+from tests.contract import BrokerContract
+from tests.helpers import require_rabbitmq
+from tests.integration.proxy import CuttableProxy
+from zqtwisted.amqp import AMQPBroker
+from zqtwisted.config import BrokerSettings
+
+
+class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        require_rabbitmq(self)
+        self.proxy = CuttableProxy(reactor)
+        port = self.proxy.start()
+        settings = BrokerSettings(
+            url=f"amqp://guest:guest@127.0.0.1:{port}/%2F", reconnect_initial_delay=0.1, reconnect_max_delay=0.5
+        )
+        self.amqp = AMQPBroker(reactor, settings)
+        self.broker = self.amqp
+        self.queues: list[str] = []
+        self.amqp.startService()
+
+    async def _cleanup(self) -> None:
+        session = await self.amqp.session(10)
+        for queue in self.queues:
+            await session._publish_channel.queue_delete(queue=queue)  # type: ignore[attr-defined]
+        await self.amqp.stopService()
+        await self.proxy.stop()
+
+    def tearDown(self) -> object:
+        from twisted.internet.defer import ensureDeferred
+
+        return ensureDeferred(self._cleanup())
+
+    async def drop_connection(self, reconnect: bool = True) -> None:
+        if reconnect:
+            self.proxy.cut()
+        else:
+            await self.proxy.refuse()
+        await self.settle(lambda: self.amqp.current_session() is None)
+
+    async def reconnect(self) -> None:
+        self.proxy.start()
+        await self.amqp.session(10)
+
+    async def settle(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        for _ in range(int(timeout / 0.02)):
+            await deferLater(reactor, 0.02, lambda: None)
+            if predicate():
+                return
+        self.fail("condition not reached within %ss" % timeout)
+
+    async def settle_time(self, seconds: float) -> None:
+        await deferLater(reactor, seconds, lambda: None)

@@ -1,0 +1,387 @@
+"""QueueRunner on the in-memory broker, driven by a Clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+
+from tests.helpers import Harness
+from zqtwisted.errors import InterruptConsumeError, MalformedEventError, PermanentError, TransientError
+from zqtwisted.worker import BatchFailures, Event, LoopQueueProcessingWorker, QueueProcessingWorker
+
+
+class Recorder(QueueProcessingWorker):
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.seen: list[Event] = []
+        self.pending: list[Deferred[None]] = []
+        self.hold = False
+        self.fail_with: BaseException | None = None
+        self.given_up: list[tuple[Event, str]] = []
+        self.cancelled: list[Event] = []
+
+    def consume(self, event: Event) -> Any:
+        self.seen.append(event)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if self.hold:
+            d: Deferred[None] = Deferred(lambda _: self.cancelled.append(event))
+            self.pending.append(d)
+            return d
+        return None
+
+    def on_give_up(self, event: Event, failure: Any, reason: str) -> None:
+        self.given_up.append((event, reason))
+
+
+class BatchRecorder(LoopQueueProcessingWorker):
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.batches: list[list[Event]] = []
+        self.bad: set[int] = set()
+
+    def consume_batch(self, events: Sequence[Event]) -> Any:
+        self.batches.append(list(events))
+        failures = {i: PermanentError(f"bad {e['n']}") for i, e in enumerate(events) if e["n"] in self.bad}
+        return BatchFailures(failures) if failures else None
+
+
+class SingleEventTests(unittest.TestCase):
+    def test_consumes_and_acks(self) -> None:
+        """Each event reaches consume() once and is acked afterwards."""
+        h = Harness(Recorder)
+        h.publish({"n": 1}, {"n": 2})
+        self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 2}])
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(h.broker.messages("q"), [])
+
+    def test_deferred_result_acks_only_when_it_fires(self) -> None:
+        """An event is acked when its Deferred fires, not before."""
+        h = Harness(Recorder)
+        h.worker.hold = True
+        h.publish({"n": 1})
+        self.assertEqual(h.broker.unacked("q"), 1)
+        h.worker.pending[0].callback(None)
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+    def test_coroutine_consumer(self) -> None:
+        """A consume() written as a coroutine is awaited like a Deferred."""
+
+        class Async(QueueProcessingWorker):
+            waiter: Deferred[None] = Deferred()
+
+            async def consume(self, event: Event) -> None:
+                await self.waiter
+
+        h = Harness(Async)
+        h.publish({"n": 1})
+        self.assertEqual(h.broker.unacked("q"), 1)
+        Async.waiter.callback(None)
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+    def test_concurrency_one_keeps_order(self) -> None:
+        """With concurrency 1 the next event starts only after the previous one finished."""
+        h = Harness(Recorder)
+        h.worker.hold = True
+        h.publish({"n": 1}, {"n": 2}, {"n": 3})
+        self.assertEqual(h.worker.seen, [{"n": 1}])
+        h.worker.pending[0].callback(None)
+        self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 2}])
+
+    def test_concurrency_bounds_in_flight(self) -> None:
+        """With concurrency 3, three events are in flight at once and no more."""
+        h = Harness(Recorder, concurrency=3)
+        h.worker.hold = True
+        h.publish(*({"n": i} for i in range(10)))
+        self.assertEqual(len(h.worker.pending), 3)
+        self.assertEqual(h.runner.in_flight, 3)
+        h.worker.pending[1].callback(None)
+        self.assertEqual(len(h.worker.pending), 4)
+
+    def test_prefetch_bounds_deliveries(self) -> None:
+        """No more than prefetch deliveries are held unacked."""
+        h = Harness(Recorder, prefetch=5)
+        h.worker.hold = True
+        h.publish(*({"n": i} for i in range(20)))
+        self.assertEqual(h.broker.unacked("q"), 5)
+        self.assertEqual(len(h.broker.messages("q")), 15)
+
+    def test_interrupt_acks_silently(self) -> None:
+        """InterruptConsumeError acks the event with no error file and no dead letter."""
+        h = Harness(Recorder)
+        h.worker.fail_with = InterruptConsumeError()
+        h.publish({"n": 1})
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(h.dead(), [])
+        self.assertEqual(h.error_lines(), [])
+
+
+class RetryTests(unittest.TestCase):
+    def test_transient_failure_is_republished_after_backoff(self) -> None:
+        """A transient failure is re-published with failed_tries + 1 only after the backoff delay."""
+        h = Harness(Recorder, rand=1.0)
+        h.worker.fail_with = TransientError("try later")
+        h.publish({"n": 1})
+        self.assertEqual(h.broker.unacked("q"), 1)  # held while waiting
+        self.assertEqual(h.waiting(), [])
+        h.advance(0.99)
+        self.assertEqual(h.waiting(), [])
+        h.worker.fail_with = None
+        h.advance(0.02)
+        self.assertEqual(h.worker.seen[-1], {"n": 1, "failed_tries": 1})
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+    def test_backoff_grows_exponentially_and_is_capped(self) -> None:
+        """Retry delays double per attempt (full jitter at its top here) up to the cap."""
+        h = Harness(Recorder, rand=1.0, max_retries=6)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        delays = [args[1] for name, args in h.observer.calls if name == "retried"]
+        for _ in range(5):
+            h.advance(60)
+            delays = [args[1] for name, args in h.observer.calls if name == "retried"]
+        self.assertEqual(delays, [1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+
+    def test_retries_exhausted_go_to_failure_handler_and_dead_letter(self) -> None:
+        """After max_retries the failure handler runs and the event is dead-lettered."""
+        h = Harness(Recorder, rand=0.0, max_retries=3)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        for _ in range(5):
+            h.advance(0)
+        self.assertEqual(len(h.worker.seen), 4)  # 1 + 3 retries, as in Zulip
+        self.assertEqual(h.worker.given_up, [({"n": 1, "failed_tries": 3}, "retries-exhausted")])
+        [(body, headers)] = h.dead()
+        self.assertEqual(json.loads(body), {"n": 1, "failed_tries": 3})
+        self.assertEqual(headers["x-zq-reason"], "retries-exhausted")
+        self.assertEqual(headers["x-zq-attempts"], 4)
+        self.assertEqual(headers["x-zq-exception"], "TransientError")
+        self.assertEqual(headers["x-zq-original-queue"], "q")
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.flushLoggedErrors(TransientError)
+
+    def test_waiting_retry_frees_the_concurrency_slot(self) -> None:
+        """While a retry waits, the next event is consumed."""
+        h = Harness(Recorder, rand=1.0)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        h.worker.fail_with = None
+        h.publish({"n": 2})
+        self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 2}])
+        self.assertEqual(h.broker.unacked("q"), 1)
+
+    def test_original_stays_unacked_until_successor_confirmed(self) -> None:
+        """If the re-publish fails, the original is not acked and the retry is tried again."""
+        h = Harness(Recorder, rand=1.0)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        h.broker.publish_error = RuntimeError("broker says no")
+        h.advance(1.0)
+        self.assertEqual(h.broker.unacked("q"), 1)
+        h.broker.publish_error = None
+        h.worker.fail_with = None
+        h.advance(1.0)
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(h.worker.seen[-1]["failed_tries"], 1)
+
+    def test_unexpected_exception_is_permanent_by_default(self) -> None:
+        """An unexpected exception is dead-lettered at once unless retry_unexpected is set."""
+        h = Harness(Recorder)
+        h.worker.fail_with = ValueError("boom")
+        h.publish({"n": 1})
+        [(_, headers)] = h.dead()
+        self.assertEqual(headers["x-zq-reason"], "permanent")
+        self.assertEqual(headers["x-zq-message"], "boom")
+        h2 = Harness(Recorder, retry_unexpected=True, rand=1.0)
+        h2.worker.fail_with = ValueError("boom")
+        h2.publish({"n": 1})
+        self.assertEqual(h2.dead(), [])
+        self.assertEqual(h2.observer.names().count("retried"), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_error_file_has_zulip_format(self) -> None:
+        """A give-up appends asctime, TAB, a JSON list of the events to {queue}.errors."""
+        h = Harness(Recorder)
+        h.worker.fail_with = PermanentError("no")
+        h.publish({"n": 1, "token": "s3cret"})
+        [line] = h.error_lines()
+        stamp, payload = line.split("\t")
+        self.assertRegex(stamp, r"^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$")
+        self.assertEqual(json.loads(payload), [{"n": 1, "token": "***"}])
+        self.flushLoggedErrors(PermanentError)
+
+
+class TimeoutTests(unittest.TestCase):
+    def test_timeout_cancels_and_dead_letters(self) -> None:
+        """A consume slower than max_consume_seconds is cancelled and dead-lettered; the next one runs."""
+        h = Harness(Recorder, timeout=30.0)
+        h.worker.hold = True
+        h.publish({"n": 1}, {"n": 2})
+        h.advance(30.0)
+        self.assertEqual(h.worker.cancelled, [{"n": 1}])
+        [(_, headers)] = h.dead()
+        self.assertEqual(headers["x-zq-reason"], "timeout")
+        self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 2}])
+        errors = self.flushLoggedErrors()
+        self.assertEqual(errors, [])
+
+    def test_no_timeout_when_disabled(self) -> None:
+        """With the timeout disabled a slow consume is left alone."""
+        h = Harness(Recorder, timeout=None)
+        h.worker.hold = True
+        h.publish({"n": 1})
+        h.advance(3600)
+        self.assertEqual(h.dead(), [])
+        self.assertEqual(h.broker.unacked("q"), 1)
+
+
+class BadInputTests(unittest.TestCase):
+    def test_malformed_bodies_are_dead_lettered_raw(self) -> None:
+        """Non-JSON, non-object and oversized bodies are dead-lettered with the raw body and acked."""
+        h = Harness(Recorder, max_body_bytes=100)
+        bodies = [b"\xff\xfe", b"not json", b"[1, 2]", b'"x"', b'{"big": "' + b"x" * 200 + b'"}']
+        h.publish(*bodies)
+        self.assertEqual(h.worker.seen, [])
+        self.assertEqual([b for b, _ in h.dead()], bodies)
+        self.assertEqual({hd["x-zq-reason"] for _, hd in h.dead()}, {"malformed"})
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(len(h.error_lines()), 5)
+        self.flushLoggedErrors(MalformedEventError)
+
+    def test_validate_rejects_wrong_fields(self) -> None:
+        """A worker's validate() raising MalformedEventError dead-letters the event with its reason."""
+
+        class Strict(Recorder):
+            def validate(self, event: Event) -> Event:
+                if not isinstance(event.get("id"), int):
+                    raise MalformedEventError("id must be an integer")
+                return event
+
+        h = Harness(Strict)
+        h.publish({"id": "x"}, {"id": 1})
+        self.assertEqual(h.worker.seen, [{"id": 1}])
+        [(_, headers)] = h.dead()
+        self.assertEqual(headers["x-zq-message"], "id must be an integer")
+        self.flushLoggedErrors(MalformedEventError)
+
+
+class BatchTests(unittest.TestCase):
+    def test_flush_by_size(self) -> None:
+        """A batch flushes as soon as batch_size events are held, with one multiple-ack."""
+        h = Harness(BatchRecorder, batch_size=3, sleep_delay=1.0, prefetch=10)
+        h.publish(*({"n": i} for i in range(3)))
+        self.assertEqual(h.worker.batches, [[{"n": 0}, {"n": 1}, {"n": 2}]])
+        channel = h.broker.sessions[0].channels[0]
+        self.assertEqual(channel.ack_calls, [(3, True)])
+
+    def test_flush_by_timer(self) -> None:
+        """Fewer than batch_size events flush sleep_delay seconds after the first was held."""
+        h = Harness(BatchRecorder, batch_size=100, sleep_delay=1.0)
+        h.publish({"n": 1})
+        h.advance(0.5)
+        h.publish({"n": 2})
+        self.assertEqual(h.worker.batches, [])
+        h.advance(0.5)
+        self.assertEqual(h.worker.batches, [[{"n": 1}, {"n": 2}]])
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+    def test_one_bad_event_does_not_fail_the_others(self) -> None:
+        """A failed event of a batch is dead-lettered alone; the others are acked."""
+        h = Harness(BatchRecorder, batch_size=3, prefetch=10)
+        h.worker.bad = {1}
+        h.publish(*({"n": i} for i in range(3)))
+        self.assertEqual([json.loads(b) for b, _ in h.dead()], [{"n": 1}])
+        self.assertEqual(h.broker.unacked("q"), 0)
+        channel = h.broker.sessions[0].channels[0]
+        self.assertNotIn((3, True), channel.ack_calls)
+        self.flushLoggedErrors(PermanentError)
+
+    def test_batch_timeout_scales_with_length(self) -> None:
+        """A batch's deadline is max_consume_seconds times its length."""
+
+        class Slow(LoopQueueProcessingWorker):
+            def consume_batch(self, events: Sequence[Event]) -> Deferred[None]:
+                return Deferred()
+
+        h = Harness(Slow, batch_size=2, timeout=10.0, prefetch=10)
+        h.publish({"n": 1}, {"n": 2})
+        h.advance(19)
+        self.assertEqual(h.dead(), [])
+        h.advance(1)
+        self.assertEqual(len(h.dead()), 2)
+
+
+class ConnectionLossTests(unittest.TestCase):
+    def test_no_ack_on_dead_channel_and_redelivery(self) -> None:
+        """After a connection drop, an in-flight event is not acked on the old channel and comes back."""
+        h = Harness(Recorder)
+        h.worker.hold = True
+        h.publish({"n": 1})
+        old_channel = h.broker.sessions[0].channels[0]
+        h.broker.disconnect()
+        self.assertFalse(h.runner.attached)
+        h.worker.pending[0].callback(None)  # finishes on a dead channel
+        self.assertEqual(old_channel.ack_calls, [])
+        h.broker.connect()
+        h.broker.flush()
+        self.assertTrue(h.runner.attached)
+        self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 1}])
+
+    def test_waiting_retry_is_dropped_with_its_channel(self) -> None:
+        """A retry waiting when the channel dies is cancelled; the broker redelivers the original."""
+        h = Harness(Recorder, rand=1.0)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        h.broker.disconnect()
+        h.advance(5)
+        self.assertEqual([q for q, _, _ in h.broker.published if q == "q"], ["q"])  # only the original
+        self.assertEqual(h.waiting(), [{"n": 1}])
+
+
+class StopTests(unittest.TestCase):
+    def test_stop_drains_in_flight_and_requeues_waiting(self) -> None:
+        """Stopping waits for in-flight events, acks them and requeues the rest."""
+        h = Harness(Recorder, prefetch=10)
+        h.worker.hold = True
+        h.publish({"n": 1}, {"n": 2}, {"n": 3})
+        stopped = h.runner.stop(30.0)
+        h.broker.flush()
+        self.assertNoResult(stopped)
+        self.assertEqual(h.waiting(), [{"n": 2}, {"n": 3}])
+        h.worker.pending[0].callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+    def test_drain_timeout_requeues_and_cancels(self) -> None:
+        """After the drain timeout, in-flight events are requeued and their consume cancelled."""
+        h = Harness(Recorder, timeout=None)
+        h.worker.hold = True
+        h.publish({"n": 1})
+        stopped = h.runner.stop(30.0)
+        h.advance(30.0)
+        self.successResultOf(stopped)
+        self.assertEqual(h.waiting(), [{"n": 1}])
+        self.assertEqual(h.worker.cancelled, [{"n": 1}])
+        self.assertEqual(h.dead(), [])
+
+    def test_stop_flushes_held_batch(self) -> None:
+        """Stopping flushes a held batch instead of waiting for its timer."""
+        h = Harness(BatchRecorder, batch_size=100, sleep_delay=1.0)
+        h.publish({"n": 1})
+        stopped = h.runner.stop(30.0)
+        self.successResultOf(stopped)
+        self.assertEqual(h.worker.batches, [[{"n": 1}]])
+
+    def test_stop_cancels_retry_timers_and_requeues(self) -> None:
+        """A waiting retry is cancelled on stop and its delivery returns to the queue."""
+        h = Harness(Recorder, rand=1.0)
+        h.worker.fail_with = TransientError("down")
+        h.publish({"n": 1})
+        self.successResultOf(h.runner.stop(30.0))
+        h.broker.flush()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+        self.assertEqual(h.waiting(), [{"n": 1}])

@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="zqtwisted",
@@ -8,9 +8,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["zqtwisted", "zqtwisted.*"]) + ["twisted.plugins"],
-    package_data={"zqtwisted": ["py.typed", "templates/*", "templates/**/*"]},
-    include_package_data=True,
+    # Namespace discovery so that template folders ship as package data.
+    packages=find_namespace_packages(include=["zqtwisted", "zqtwisted.*"]) + ["twisted.plugins"],
+    package_data={"": ["py.typed", "*.txt", "*.html", "*.md"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "pika>=1.4.3,<2",

@@ -144,6 +144,24 @@ class BrokerContract:
         self.assertEqual(await session.queue_counts(queue), (0, 0))
 
     @inline
+    async def test_ack_after_cancel(self) -> None:
+        """After cancel() no new delivery arrives, but deliveries in hand can still be acked."""
+        queue = unique_queue()
+        self.queues.append(queue)
+        session = await self.session()
+        await session.declare_queue(queue)
+        for n in range(3):
+            await session.publish(queue, str(n).encode())
+        channel, received = await self.consume(queue, prefetch=2)
+        await self.settle(lambda: len(received) == 2)
+        await channel.cancel()
+        self.assertTrue(channel.is_open)
+        channel.ack([d.tag for d in received])
+        await self.settle_time(0.3)
+        self.assertEqual(len(received), 2)
+        self.assertEqual(await session.queue_counts(queue), (1, 0))
+
+    @inline
     async def test_channel_reports_closing(self) -> None:
         """when_closed fires when the connection under a consumer channel drops."""
         queue = unique_queue()

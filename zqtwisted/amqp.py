@@ -74,6 +74,7 @@ class AMQPConsumerChannel:
         self._tracker = AckTracker()
         self._consumer_tag: str | None = None
         self._closed = False
+        self._cancelled = False
         self._waiters: list[Deferred[None]] = []
 
     @property
@@ -118,7 +119,10 @@ class AMQPConsumerChannel:
         self._next(queue_object)
 
     def _stopped(self, failure: Failure) -> None:
-        self._mark_closed()
+        """The consumer's queue closed: our own cancel, or the channel/broker ended it."""
+        if self._cancelled:
+            return  # deliveries in hand can still be acked on the open channel
+        self.close()
 
     def _mark_closed(self) -> None:
         if self._closed:
@@ -148,6 +152,7 @@ class AMQPConsumerChannel:
     def cancel(self) -> Deferred[None]:
         if not self.is_open or self._consumer_tag is None:
             return succeed(None)
+        self._cancelled = True
         return self._channel.basic_cancel(self._consumer_tag).addBoth(lambda _: None)
 
     def when_closed(self) -> Deferred[None]:
@@ -159,7 +164,10 @@ class AMQPConsumerChannel:
 
     def close(self) -> None:
         if self._channel.is_open:
-            self._channel.close()
+            try:
+                self._channel.close()
+            except AMQPError as e:
+                self.log.debug("Closing the {queue} channel: {error}", queue=self.queue, error=e)
         self._mark_closed()
 
 

@@ -1,0 +1,134 @@
+"""Real ``twistd zqworkers`` child processes: SIGKILL, SIGTERM, the test and noop queues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from twisted.internet.defer import gatherResults
+
+from tests.contract import inline
+from tests.integration.base import IntegrationCase
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TwistdTests(IntegrationCase):
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        config = Path(self.tmp) / "zqtwisted.toml"
+        config.write_text(
+            "[workers]\n"
+            'consumer_modules = ["tests.integration.workers"]\n'
+            "drain_timeout = 10\n"
+            "[paths]\n"
+            f'stats_dir = "{self.tmp}"\nerror_dir = "{self.tmp}"\n'
+            f'test_queue_file = "{self.tmp}/test_queue.jsonl"\n'
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config), "ZQ_ITEST_OUT": self.out}
+        env.pop("ZQ_BROKER_URL", None)
+        log = open(Path(self.tmp) / f"twistd-{len(self.children)}.log", "wb")  # noqa: SIM115
+        self.addCleanup(log.close)
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "zqworkers", *args],
+            env=env,
+            cwd=self.tmp,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.children.append(child)
+        return child
+
+    def setUp(self):  # type: ignore[no-untyped-def]
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.addCleanup(self._kill_children)
+        return super().setUp()
+
+    def _kill_children(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(Path(self.tmp).glob("twistd-*.log")))
+
+    async def wait_exit(self, child: subprocess.Popen[bytes], timeout: float) -> int:
+        await self.until(lambda: child.poll() is not None, timeout=timeout)
+        return child.returncode
+
+    async def publish_many(self, queue: str, events: list[dict[str, object]]) -> None:
+        session = await self.direct.session(30)
+        await session.declare_queue(queue)
+        await gatherResults([session.publish(queue, json.dumps(e).encode()) for e in events])
+
+    @inline
+    async def test_sigkill_mid_event_then_restart_loses_nothing(self) -> None:
+        """A worker killed with SIGKILL mid-event has its events redelivered and processed on restart."""
+        await self.publish_many("zq_itest_record", [{"id": i, "delay": 0.2} for i in range(60)])
+        child = self.spawn("--queue", "zq_itest_record")
+        await self.until(lambda: len(self.recorded()) >= 10, timeout=60)
+        child.send_signal(signal.SIGKILL)
+        self.assertEqual(await self.wait_exit(child, 10), -signal.SIGKILL)
+        self.assertLess(len(set(self.recorded())), 60)
+        restarted = self.spawn("--queue", "zq_itest_record")
+        await self.until(lambda: set(map(int, self.recorded())) == set(range(60)), timeout=90)
+        restarted.send_signal(signal.SIGTERM)
+        await self.wait_exit(restarted, 30)
+        await self.until_counts("zq_itest_record", 0)
+
+    @inline
+    async def test_sigterm_stops_cleanly_within_drain_timeout(self) -> None:
+        """SIGTERM mid-stream: a clean stop (signal re-raised) and processed + queued = published."""
+        total = 1000
+        await self.publish_many("zq_itest_record", [{"id": i, "delay": 0.05} for i in range(total)])
+        child = self.spawn("--queue", "zq_itest_record")
+        await self.until(lambda: len(self.recorded()) >= 50, timeout=60)
+        child.send_signal(signal.SIGTERM)
+        code = await self.wait_exit(child, 15)
+        self.assertEqual(code, -signal.SIGTERM, self.log_text()[-3000:])
+        processed = self.recorded()
+        self.assertEqual(len(processed), len(set(processed)), "an event was processed twice")
+        queued, consumers = await self.counts("zq_itest_record")
+        self.assertEqual(consumers, 0)
+        self.assertEqual(len(processed) + queued, total)
+        self.assertLess(len(processed), total)
+
+    @inline
+    async def test_test_queue_file(self) -> None:
+        """100 events published to ``test`` appear unchanged in the test queue file."""
+        session = await self.direct.session(30)
+        await session.declare_queue("test")
+        await session.purge("test")
+        events = [{"id": i, "text": f"événement {i}", "nested": {"n": [i, None, True]}} for i in range(100)]
+        await self.publish_many("test", events)
+        child = self.spawn("--queue", "test")
+        path = Path(self.tmp) / "test_queue.jsonl"
+        await self.until(lambda: path.exists() and len(path.read_text().splitlines()) == 100, timeout=60)
+        child.send_signal(signal.SIGTERM)
+        await self.wait_exit(child, 30)
+        self.assertEqual([json.loads(line) for line in path.read_text().splitlines()], events)
+
+    @inline
+    async def test_noop_ten_thousand(self) -> None:
+        """10,000 events to ``noop`` are consumed and acked; the queue stays empty after the stop."""
+        session = await self.direct.session(30)
+        await session.declare_queue("noop")
+        await session.purge("noop")
+        await self.publish_many("noop", [{"n": i} for i in range(10_000)])
+        child = self.spawn("--queue", "noop")
+        await self.until_counts("noop", 0, timeout=120)
+        child.send_signal(signal.SIGTERM)
+        self.assertEqual(await self.wait_exit(child, 30), -signal.SIGTERM)
+        self.assertEqual(await self.counts("noop"), (0, 0))
+
+    @inline
+    async def test_unknown_queue_is_a_clear_error(self) -> None:
+        """An unknown queue name stops start-up with a message naming it."""
+        child = self.spawn("--queue", "no_such_queue")
+        code = await self.wait_exit(child, 30)
+        self.assertNotEqual(code, 0)
+        self.assertIn("unknown queue 'no_such_queue'", self.log_text())

@@ -28,6 +28,7 @@ setup(
             "hypothesis>=6",
             "aiosmtpd>=1.4",
             "mypy>=1.10",
+            "mypy-zope>=1.0",
             "ruff>=0.5",
             "coverage>=7",
         ],

@@ -146,7 +146,9 @@ def analyze_queue_stats(
         return Result(UNKNOWN, queue, "invalid or no stats data")
     if now - stats["update_time"] > STUCK_SECONDS and size > STUCK_MIN_SIZE:
         return Result(
-            CRITICAL, queue, "queue appears to be stuck, last update {}, queue size {}".format(stats["update_time"], size)
+            CRITICAL,
+            queue,
+            "queue appears to be stuck, last update {}, queue size {}".format(stats["update_time"], size),
         )
     average = stats["recent_average_consume_time"]
     if average is None:
@@ -194,9 +196,7 @@ def summarize(results: Iterable[Result], now: int, ok_message: str = "queues nor
     status = max((r.status for r in results), default=OK)
     if status == OK:
         return OK, f"{now}|{status}|{STATES[status]}|{ok_message}"
-    message = "; ".join(
-        f"queue {r.name} problem: {STATES[r.status]}:{r.message}" for r in results if r.status != OK
-    )
+    message = "; ".join(f"queue {r.name} problem: {STATES[r.status]}:{r.message}" for r in results if r.status != OK)
     return status, f"{now}|{status}|{STATES[status]}|{message}"
 
 

@@ -14,17 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
 
 from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
+from zqtwisted.check import UNKNOWN, CheckSettings, check_consumers, run_check
 from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.deadletter import describe, failed_queue
 from zqtwisted.errors import WorkerDeclarationError
+from zqtwisted.health import DEFAULT_HTTP_ENDPOINT
 from zqtwisted.publisher import encode_event
+from zqtwisted.top import metrics_url_for, run_top
 from zqtwisted.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -50,11 +53,24 @@ def parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="re-publish dead letters to their queue, failed_tries reset")
     replay.add_argument("queue")
     replay.add_argument("--limit", type=int, default=None)
+    check = sub.add_parser("check", help="Zulip's queue check (Nagios exit codes 0/1/2/3)")
+    check.add_argument("--consumers", action="store_true", help="check that every enabled queue has a consumer")
+    top = sub.add_parser("top", help="live view of the queues, refreshed every second")
+    top.add_argument("--http", help="the workers' HTTP endpoint, for rates and consume times ([workers] http)")
+    top.add_argument("--interval", type=float, default=1.0)
     return p
 
 
 def known_queues() -> list[str]:
     return get_active_worker_queues() + get_active_worker_queues(only_test_queues=True)
+
+
+def enabled_queues(config: Config) -> list[str]:
+    return [q for q in known_queues() if config.queue(q).enabled]
+
+
+async def all_counts(session: BrokerSession, queues: Sequence[str]) -> Mapping[str, tuple[int, int]]:
+    return {queue: await session.queue_counts(queue) for queue in queues}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -72,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"zqctl: {e}\n")
         raise SystemExit(EXIT_USAGE) from None
     command = COMMANDS[args.command]
+    args.config_obj = config
     react(lambda reactor: ensureDeferred(_run(reactor, config, command, args)))
 
 
@@ -84,8 +101,12 @@ async def _run(reactor: Any, config: Config, command: Command, args: argparse.Na
         session = await broker.session(CONNECT_TIMEOUT)
         code = await command(broker, session, args, sys.stdout)
     except BrokerUnavailable as e:
-        sys.stderr.write(f"zqctl: cannot reach RabbitMQ: {e}\n")
-        code = EXIT_ERROR
+        if command is cmd_check:
+            sys.stdout.write(f"{int(reactor.seconds())}|{UNKNOWN}|UNKNOWN|cannot reach RabbitMQ: {e}\n")
+            code = UNKNOWN
+        else:
+            sys.stderr.write(f"zqctl: cannot reach RabbitMQ: {e}\n")
+            code = EXIT_ERROR
     except (WorkerDeclarationError, ValueError) as e:
         sys.stderr.write(f"zqctl: {e}\n")
         code = EXIT_USAGE
@@ -171,6 +192,37 @@ async def cmd_replay(broker: Broker, session: BrokerSession, args: argparse.Name
     return EXIT_OK
 
 
+async def cmd_check(broker: Broker, session: BrokerSession, args: argparse.Namespace, out: TextIO) -> int:
+    config: Config = args.config_obj
+    counts = await all_counts(session, enabled_queues(config))
+    now = broker.reactor.seconds()  # type: ignore[attr-defined]
+    if args.consumers:
+        code, text = check_consumers(counts, counts.keys(), now)
+    else:
+        code, text = run_check(counts, config.paths.stats_dir, now, config.section("check", CheckSettings).as_limits())
+    out.write(text + "\n")
+    return code
+
+
+async def cmd_top(broker: Broker, session: BrokerSession, args: argparse.Namespace, out: TextIO) -> int:
+    config: Config = args.config_obj
+    queues = enabled_queues(config)
+
+    def sample() -> Deferred[Mapping[str, tuple[int, int]]]:
+        return Deferred.fromCoroutine(all_counts(session, queues))
+
+    reactor = broker.reactor  # type: ignore[attr-defined]
+    await run_top(
+        reactor,
+        sample,
+        metrics_url_for(args.http or config.workers.http or DEFAULT_HTTP_ENDPOINT),
+        interval=args.interval,
+        out=out,
+        stats_dir=config.paths.stats_dir,
+    )
+    return EXIT_OK
+
+
 def replay_body(body: bytes) -> bytes:
     """The event to re-publish: ``failed_tries`` removed; a malformed body as it was."""
     try:
@@ -189,4 +241,6 @@ COMMANDS: dict[str, Command] = {
     "queues": cmd_queues,
     "failed": cmd_failed,
     "replay": cmd_replay,
+    "check": cmd_check,
+    "top": cmd_top,
 }

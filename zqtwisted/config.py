@@ -86,6 +86,8 @@ class WorkerSettings:
     drain_timeout: float = 30.0
     # Warn when the reactor is blocked longer than this.
     blocked_reactor_seconds: float = 1.0
+    # Twisted endpoint for /metrics, /health and /ready; "" turns it off.
+    http: str = "tcp:9191:interface=127.0.0.1"
 
     def validate(self, path: str) -> None:
         _positive(self.drain_timeout, f"{path}.drain_timeout")
@@ -182,6 +184,7 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "ZQ_STATS_DIR": ("paths", "stats_dir"),
     "ZQ_ERROR_DIR": ("paths", "error_dir"),
     "ZQ_TEST_QUEUE_FILE": ("paths", "test_queue_file"),
+    "ZQ_HTTP": ("workers", "http"),
 }
 
 
@@ -206,6 +209,8 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
 
 def parse_config(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
     """Build a :class:`Config` from a parsed TOML mapping, validating every key."""
+    import zqtwisted.sections  # noqa: F401 - registers every module's section
+
     core: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in raw.items():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+from twisted.python.failure import Failure
 
 
 class RunnerObserver(Protocol):
@@ -19,6 +21,9 @@ class RunnerObserver(Protocol):
     def retried(self, queue: str, delay: float) -> None: ...
 
     def dead_lettered(self, queue: str, events: int, reason: str) -> None: ...
+
+    def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
+        """``events`` ended in ``failure`` (one report per failure: a whole batch shares one)."""
 
     def idle(self, queue: str) -> None:
         """The queue's local buffer emptied and nothing is in flight."""
@@ -41,6 +46,9 @@ class NullObserver:
         pass
 
     def dead_lettered(self, queue: str, events: int, reason: str) -> None:
+        pass
+
+    def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
         pass
 
     def idle(self, queue: str) -> None:
@@ -75,6 +83,10 @@ class FanOut(NullObserver):
     def dead_lettered(self, queue: str, events: int, reason: str) -> None:
         for o in self.observers:
             o.dead_lettered(queue, events, reason)
+
+    def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
+        for o in self.observers:
+            o.gave_up(queue, events, failure, reason)
 
     def idle(self, queue: str) -> None:
         for o in self.observers:

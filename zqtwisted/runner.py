@@ -384,9 +384,14 @@ class QueueRunner:
                 )
             handled = maybeDeferred(self.worker.on_give_up, item.event, failure, reason)
             handled.addErrback(lambda f: self.log.failure("Failure handler of {queue} failed", f, queue=self.queue))
-        self._deadletters.write_error_file(
-            self.queue, [*events, *(_raw(item) for item, _ in group if item.event is None)]
-        )
+        by_failure: dict[int, tuple[Failure, list[dict[str, Any]]]] = {}
+        for item, failure in group:
+            if item.event is not None:
+                by_failure.setdefault(id(failure), (failure, []))[1].append(item.event)
+        for failure, failed_events in by_failure.values():
+            self._observer.gave_up(self.queue, failed_events, failure, reason)
+        raw = [_raw(item) for item, _ in group if item.event is None]
+        self._deadletters.write_error_file(self.queue, [*events, *raw])
         letters = [
             DeadLetter(
                 queue=self.queue,

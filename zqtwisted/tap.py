@@ -20,11 +20,16 @@ from zqtwisted.amqp import AMQPBroker
 from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.errors import WorkerDeclarationError
-from zqtwisted.observer import RunnerObserver
+from zqtwisted.health import BlockedReactorWatchdog, ReactorLagProbe, ReadinessTracker, make_http_service
+from zqtwisted.logs import bridge_stdlib_logging, register_config_secrets
+from zqtwisted.metrics import MetricsObserver
+from zqtwisted.observer import FanOut
 from zqtwisted.publisher import Publisher
 from zqtwisted.reactor import ReactorLike
 from zqtwisted.runner import QueueRunner, RunnerSettings
+from zqtwisted.sentry import SentryObserver, SentrySettings, init_sentry
 from zqtwisted.service import WorkerService
+from zqtwisted.stats import StatsObserver
 from zqtwisted.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
 
 
@@ -40,7 +45,7 @@ class Options(usage.Options):
         ["worker-num", "w", None, "Worker number: sharded queues consume NAME_shardN.", int],
         ["config", "c", None, "Path of the TOML configuration file (default: $ZQ_CONFIG)."],
         ["broker", "b", None, "Broker URL (amqp:// or amqps://), overriding the configuration."],
-        ["http", None, None, "Twisted endpoint for /metrics, /health and /ready (e.g. tcp:9191)."],
+        ["http", None, None, "Endpoint for /metrics, /health, /ready ([workers] http; default tcp:9191)."],
     ]
 
     def __init__(self) -> None:
@@ -101,27 +106,42 @@ def build_service(
     config: Config,
     queues: Sequence[str],
     worker_num: int | None = None,
-    observers: Sequence[RunnerObserver] = (),
     broker: Any = None,
+    http_endpoint: str | None = None,
 ) -> WorkerService:
-    """The whole service tree for ``queues``; ``broker`` defaults to a real AMQPBroker."""
-    from zqtwisted.observer import FanOut
+    """The whole service tree for ``queues``; ``broker`` defaults to a real AMQPBroker.
 
+    ``http_endpoint`` (default ``[workers] http``; "" for none) serves /metrics,
+    /health and /ready.
+    """
     if broker is None:
         broker = AMQPBroker(reactor, config.broker)
+    names = [queue_for(name, worker_num) for name in queues]
+    stats = StatsObserver(reactor, config.paths.stats_dir)
+    metrics = MetricsObserver(queues=names)
+    readiness = ReadinessTracker(names)
+    observer = FanOut([stats, metrics, readiness, SentryObserver(worker_num)])
     publisher = Publisher(broker, timeout=config.broker.publish_timeout)
     deadletters = DeadLetterer(broker, config.paths.error_dir, reactor, config.broker.publish_timeout)
-    observer = FanOut(observers)
     runners = []
-    for name in queues:
+    for name, queue in zip(queues, names, strict=True):
         cls = get_worker_class(name)
-        queue = queue_for(name, worker_num)
         context = WorkerContext(reactor=reactor, config=config, publisher=publisher, queue=queue, worker_num=worker_num)
         settings = RunnerSettings.resolve(cls, config.queue(queue), config.broker.publish_timeout)
         runners.append(QueueRunner(cls(context), settings, broker, deadletters, reactor, observer))
-    return WorkerService(
+    service = WorkerService(
         broker, broker, runners, publisher, config.workers.drain_timeout, on_fatal=lambda: _stop(reactor)
     )
+    broker.add_listener(metrics)
+    broker.add_listener(readiness)
+    metrics.add_runner_state(lambda: {r.queue: (r.in_flight, r.held) for r in runners})
+    stats.start(names)
+    endpoint = config.workers.http if http_endpoint is None else http_endpoint
+    if endpoint:
+        threshold = config.workers.blocked_reactor_seconds
+        probe = ReactorLagProbe(reactor, threshold=threshold, sink=metrics, watchdog=BlockedReactorWatchdog(threshold))
+        make_http_service(endpoint, reactor, metrics.registry, readiness, probe).setServiceParent(service)
+    return service
 
 
 def _stop(reactor: ReactorLike) -> None:
@@ -132,5 +152,9 @@ def _stop(reactor: ReactorLike) -> None:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    assert options.config is not None
-    return build_service(reactor, options.config, options["queues"], options["worker-num"])
+    config = options.config
+    assert config is not None
+    register_config_secrets(config)
+    bridge_stdlib_logging()
+    init_sentry(config.section("sentry", SentrySettings))
+    return build_service(reactor, config, options["queues"], options["worker-num"], http_endpoint=options["http"])

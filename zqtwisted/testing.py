@@ -29,7 +29,6 @@ from zqtwisted.broker import (
     SessionListener,
 )
 
-
 _sequence = itertools.count()
 
 

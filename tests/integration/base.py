@@ -71,7 +71,7 @@ class IntegrationCase(unittest.TestCase):
                 publish_timeout=30,
             ),
             paths=PathSettings(stats_dir=self.tmp, error_dir=self.tmp, test_queue_file=os.path.join(self.tmp, "t")),
-            workers=WorkerSettings(drain_timeout=10),
+            workers=WorkerSettings(drain_timeout=10, http="tcp:0:interface=127.0.0.1"),
             queues=queues,
         )
 

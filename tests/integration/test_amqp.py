@@ -58,7 +58,7 @@ class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
             await deferLater(reactor, 0.02, lambda: None)
             if predicate():
                 return
-        self.fail("condition not reached within %ss" % timeout)
+        self.fail(f"condition not reached within {timeout}s")
 
     async def settle_time(self, seconds: float) -> None:
         await deferLater(reactor, seconds, lambda: None)

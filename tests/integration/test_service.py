@@ -23,8 +23,8 @@ class ServiceTests(IntegrationCase):
     @inline
     async def test_batch_flush_by_size_and_by_timer(self) -> None:
         """25 events make batches of 10, 10 and, after sleep_delay, 5."""
-        await self.start(["zq_itest_batch"])
         await self.publish("zq_itest_batch", [{"id": i} for i in range(25)])
+        await self.start(["zq_itest_batch"])
         await self.until(lambda: sum(1 for r in self.recorded() if r.startswith("batch:")) == 3)
         sizes = [r for r in self.recorded() if r.startswith("batch:")]
         self.assertEqual(sizes, ["batch:10", "batch:10", "batch:5"])

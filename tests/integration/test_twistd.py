@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import treq
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
+from twisted.web.client import HTTPConnectionPool
 
 from tests.contract import inline
 from tests.integration.base import IntegrationCase
 
 REPO = Path(__file__).resolve().parents[2]
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class TwistdTests(IntegrationCase):
@@ -24,16 +37,25 @@ class TwistdTests(IntegrationCase):
             "[workers]\n"
             'consumer_modules = ["tests.integration.workers"]\n'
             "drain_timeout = 10\n"
+            'http = "tcp:0:interface=127.0.0.1"\n'
             "[paths]\n"
             f'stats_dir = "{self.tmp}"\nerror_dir = "{self.tmp}"\n'
             f'test_queue_file = "{self.tmp}/test_queue.jsonl"\n'
         )
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config), "ZQ_ITEST_OUT": self.out}
         env.pop("ZQ_BROKER_URL", None)
-        log = open(Path(self.tmp) / f"twistd-{len(self.children)}.log", "wb")  # noqa: SIM115
+        log = open(Path(self.tmp) / f"twistd-{len(self.children)}.log", "wb")
         self.addCleanup(log.close)
         child = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "zqworkers", *args],
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "zqworkers",
+                *args,
+            ],
             env=env,
             cwd=self.tmp,
             stdout=log,
@@ -112,6 +134,20 @@ class TwistdTests(IntegrationCase):
         await self.wait_exit(child, 30)
         self.assertEqual([json.loads(line) for line in path.read_text().splitlines()], events)
 
+    async def metric(self, port: int, name: str, queue: str) -> float | None:
+        """The value of a sample from the child's /metrics, or None before it answers."""
+        try:
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            response = await treq.get(f"http://127.0.0.1:{port}/metrics", timeout=5, pool=pool)
+            text = (await response.text()) if response.code == 200 else ""
+        except Exception:  # noqa: BLE001 - not listening yet
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels.get("queue") == queue:
+                    return float(sample.value)
+        return None
+
     @inline
     async def test_noop_ten_thousand(self) -> None:
         """10,000 events to ``noop`` are consumed and acked; the queue stays empty after the stop."""
@@ -119,8 +155,14 @@ class TwistdTests(IntegrationCase):
         await session.declare_queue("noop")
         await session.purge("noop")
         await self.publish_many("noop", [{"n": i} for i in range(10_000)])
-        child = self.spawn("--queue", "noop")
-        await self.until_counts("noop", 0, timeout=120)
+        port = free_port()
+        child = self.spawn("--queue", "noop", "--http", f"tcp:{port}:interface=127.0.0.1")
+        for _ in range(1200):
+            if await self.metric(port, "zqtwisted_events_consumed_total", "noop") == 10_000:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail("the worker did not consume 10,000 events within 120 s")
         child.send_signal(signal.SIGTERM)
         self.assertEqual(await self.wait_exit(child, 30), -signal.SIGTERM)
         self.assertEqual(await self.counts("noop"), (0, 0))

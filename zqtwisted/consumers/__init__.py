@@ -1,3 +1,3 @@
 """The shipped consumers; importing this package registers their queues."""
 
-from zqtwisted.consumers import test_queues  # noqa: F401
+from zqtwisted.consumers import email_senders, outgoing_webhooks, test_queues  # noqa: F401

@@ -37,9 +37,13 @@ class MailSettings:
     file_dir: str = "var/mail"
     # Jinja2 templates ({template_prefix}.subject.txt, .txt, .html); "" = the shipped ones.
     template_dir: str = ""
-    # Used when an event has no from_address (or Zulip's "noreply" placeholders).
+    # Zulip's NOREPLY_EMAIL_ADDRESS: the From of events without from_address (or
+    # with the NO_REPLY / TOKENIZED_NO_REPLY placeholders), and the envelope sender.
     from_address: str = "noreply@localhost"
-    from_name: str = ""
+    # The From name of events without from_name.
+    from_name: str = "Zulip"
+    # Zulip's ZULIP_ADMINISTRATOR: the SUPPORT placeholder and {{ support_email }}; "" = from_address.
+    support_address: str = ""
     # Domain of generated Message-IDs; "" = the domain of the From address.
     message_id_domain: str = ""
 
@@ -85,15 +89,17 @@ class MailSettings:
                 f"{path}.max_messages_per_connection: must be >= 1, got {self.max_messages_per_connection}"
             )
         if self.backend == "smtp" and not self.host:
-            raise ConfigError(f"{path}.host: required with backend = \"smtp\"")
+            raise ConfigError(f'{path}.host: required with backend = "smtp"')
         if self.backend == "file" and not self.file_dir:
-            raise ConfigError(f"{path}.file_dir: required with backend = \"file\"")
+            raise ConfigError(f'{path}.file_dir: required with backend = "file"')
         if self.password and self.password_file:
             raise ConfigError(f"{path}.password_file: give password or password_file, not both")
         if (self.password or self.password_file) and not self.username:
             raise ConfigError(f"{path}.username: required when a password is set")
-        if "@" not in self.from_address:
-            raise ConfigError(f"{path}.from_address: expected an email address, got {self.from_address!r}")
+        for name in ("from_address", "support_address"):
+            value = getattr(self, name)
+            if (value or name == "from_address") and "@" not in value:
+                raise ConfigError(f"{path}.{name}: expected an email address, got {value!r}")
 
     @property
     def effective_port(self) -> int:

@@ -1,0 +1,534 @@
+"""Outgoing webhooks against real twisted.web servers on 127.0.0.1 (started and stopped by each test)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tempfile
+import time
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
+from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from tests.unit.test_webhook_payload import private_event, stream_event
+from zqtwisted.config import Config
+from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
+from zqtwisted.deadletter import DeadLetterer
+from zqtwisted.errors import TransientError
+from zqtwisted.retry import BackoffPolicy
+from zqtwisted.runner import QueueRunner, RunnerSettings
+from zqtwisted.testing import MemoryBroker
+from zqtwisted.webhooks.guard import DisallowedNetworkError
+from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+from zqtwisted.worker import WorkerContext
+
+Handler = Callable[[Request, bytes], Any]
+
+
+class Hook(Resource):
+    """A bot server: records each POST, answers with ``handler(request, body)``."""
+
+    isLeaf = True
+
+    def __init__(self, handler: Handler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.requests: list[tuple[Request, bytes]] = []
+        self.lost: list[Request] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.timers: list[IDelayedCall] = []
+
+    def render_POST(self, request: Request) -> Any:
+        body = request.content.read()
+        self.requests.append((request, body))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+        def done(result: object) -> None:
+            self.in_flight -= 1
+
+        def lost(failure: object) -> None:
+            self.lost.append(request)
+            done(None)
+
+        request.notifyFinish().addCallbacks(done, lost)
+        return self.handler(request, body)
+
+    def later(self, delay: float, request: Request, body: bytes, status: int = 200) -> Any:
+        """Answer ``body`` after ``delay`` seconds (unless the client gave up)."""
+
+        def answer() -> None:
+            if request not in self.lost:
+                request.setResponseCode(status)
+                request.write(body)
+                request.finish()
+
+        call = reactor.callLater(delay, answer)
+        self.timers.append(call)
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+        return NOT_DONE_YET
+
+
+def json_answer(data: Any, status: int = 200) -> Handler:
+    def handler(request: Request, body: bytes) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(data).encode() if not isinstance(data, bytes) else data
+
+    return handler
+
+
+class TrackingFactory(WrappingFactory):
+    """Knows the open connections of a server, to close them all at the end of a test."""
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__(factory)
+        self._idle: list[Deferred[None]] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_all(self) -> Deferred[None]:
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        for protocol in list(self.protocols):
+            protocol.transport.abortConnection()
+        return d
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Mapping[str, Any]]] = []
+
+    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
+        self.published.append((queue, event))
+        return succeed(None)
+
+
+class WebhookHTTPTestCase(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.publisher = FakePublisher()
+
+    def temp_path(self) -> str:
+        """A fresh path in a directory removed after the test (mktemp writes under the cwd with pytest)."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        return f"{directory}/file"
+
+    def serve(self, resource: Resource, path: bytes = b"hook") -> str:
+        """Start ``resource`` on 127.0.0.1, port 0; stopped (connections and all) at cleanup."""
+        root = Resource()
+        root.putChild(path, resource)
+        factory = TrackingFactory(Site(root))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+        async def stop() -> None:
+            for call in getattr(resource, "timers", []):
+                if call.active():
+                    call.cancel()
+            await port.stopListening()
+            await factory.close_all()
+
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+        return f"http://127.0.0.1:{port.getHost().port}/{path.decode()}"
+
+    def worker(self, **settings: Any) -> OutgoingWebhookWorker:
+        settings.setdefault("allow_networks", ("127.0.0.1/32",))
+        settings.setdefault("realm_url", "https://chat.example.com")
+        config = Config(sections=types.MappingProxyType({"outgoing_webhooks": OutgoingWebhookSettings(**settings)}))
+        context = WorkerContext(
+            reactor=reactor,
+            config=config,
+            publisher=self.publisher,
+            queue="outgoing_webhooks",  # type: ignore[arg-type]
+        )
+        worker = OutgoingWebhookWorker(context)
+        worker.start()
+        self.addCleanup(worker.stop)  # cleanups run last-in first-out: before the servers stop
+        return worker
+
+    def event(self, url: str, interface: str = "generic", **changes: Any) -> dict[str, Any]:
+        event = stream_event(**changes)
+        event["services"] = [{"name": "ci", "base_url": url, "token": "s3cret", "interface": interface}]
+        return event
+
+    def replies(self) -> list[tuple[str, str]]:
+        return [(e["kind"], e["content"]) for q, e in self.publisher.published if q == "outgoing_webhook_responses"]
+
+
+class SuccessTests(WebhookHTTPTestCase):
+    async def test_reply_is_posted(self) -> None:
+        """A 2xx with content: the generic JSON went out with Zulip's headers, the reply is published."""
+        hook = Hook(json_answer({"content": "pong"}))
+        url = self.serve(hook)
+        await self.worker(user_agent_version="9.4").consume(self.event(url))
+        request, body = hook.requests[0]
+        sent = json.loads(body)
+        self.assertEqual(
+            {k: sent[k] for k in ("data", "bot_email", "bot_full_name", "token", "trigger")},
+            {
+                "data": "@**Helper Bot** ping",
+                "bot_email": "helper-bot@example.com",
+                "bot_full_name": "Helper Bot",
+                "token": "s3cret",
+                "trigger": "mention",
+            },
+        )
+        self.assertEqual(sent["message"]["id"], 11)
+        self.assertEqual(request.getHeader(b"user-agent"), b"ZulipOutgoingWebhook/9.4")
+        self.assertEqual(request.getHeader(b"content-type"), b"application/json")
+        [(queue, reply)] = self.publisher.published
+        self.assertEqual(queue, "outgoing_webhook_responses")
+        self.assertEqual((reply["kind"], reply["content"], reply["recipient"]["topic"]), ("reply", "pong", "builds"))
+
+    async def test_no_reply(self) -> None:
+        """A 2xx with response_not_required publishes nothing."""
+        url = self.serve(Hook(json_answer({"response_not_required": True})))
+        await self.worker().consume(self.event(url))
+        self.assertEqual(self.publisher.published, [])
+
+    async def test_slack_form_encoding(self) -> None:
+        """A Slack service receives Zulip's form-encoded fields; its text is the reply."""
+        hook = Hook(json_answer({"text": "from slack"}))
+        url = self.serve(hook)
+        await self.worker(realm_id=2).consume(self.event(url, interface="slack"))
+        request, body = hook.requests[0]
+        self.assertEqual(request.getHeader(b"content-type"), b"application/x-www-form-urlencoded")
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        self.assertEqual(
+            fields,
+            {
+                "token": "s3cret",
+                "team_id": "T2",
+                "team_domain": "chat.example.com",
+                "channel_id": "C4",
+                "channel_name": "devel",
+                "thread_ts": "1700000000",
+                "timestamp": "1700000000",
+                "user_id": "U3",
+                "user_name": "Iago",
+                "text": "@**Helper Bot** ping",
+                "trigger_word": "mention",
+                "service_id": "7",
+            },
+        )
+        self.assertEqual(self.replies(), [("reply", "from slack")])
+
+
+class FailureTests(WebhookHTTPTestCase):
+    async def test_non_2xx_fails_without_retry(self) -> None:
+        """A 503 gives the failure reply and the owner notice; the consume succeeds; one request only."""
+        hook = Hook(json_answer(b"maintenance", status=503))
+        url = self.serve(hook)
+        await self.worker().consume(self.event(url, bot_owner_email="owner@example.com"))
+        self.assertEqual(len(hook.requests), 1)
+        (kind, content), (notice_kind, notice) = self.replies()
+        self.assertEqual((kind, content), ("failure", "Failure! Third party responded with 503"))
+        self.assertEqual(notice_kind, "bot_owner_notice")
+        self.assertIn("status code *503*.\nThe response contains the following payload:\n```\nb'maintenance'", notice)
+
+    async def test_server_slower_than_the_deadline(self) -> None:
+        """A server slower than the deadline: TransientError in about the deadline, connection dropped."""
+        hook = Hook(lambda request, body: hook.later(5.0, request, b"{}"))
+        url = self.serve(hook)
+        started = time.monotonic()
+        with self.assertRaises(ServiceUnavailable) as raised:
+            await self.worker(timeout=0.3).consume(self.event(url))
+        elapsed = time.monotonic() - started
+        self.assertEqual(str(raised.exception), "Request timed out after 0.3 seconds.")
+        self.assertLess(elapsed, 2.0)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(hook.lost), 1)  # the server saw the connection go
+
+    async def test_body_slower_than_the_deadline(self) -> None:
+        """Headers in time but a body that stalls also hits the deadline."""
+
+        def handler(request: Request, body: bytes) -> Any:
+            request.setHeader(b"content-length", b"1000")
+            request.write(b'{"content": "')
+            return NOT_DONE_YET
+
+        hook = Hook(handler)
+        url = self.serve(hook)
+        with self.assertRaises(ServiceUnavailable):
+            await self.worker(timeout=0.3).consume(self.event(url))
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(hook.lost), 1)
+
+    async def test_connection_refused(self) -> None:
+        """Nothing listening: a TransientError with Zulip's connection text."""
+        port = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
+        number = port.getHost().port
+        await port.stopListening()
+        with self.assertRaises(TransientError) as raised:
+            await self.worker().consume(self.event(f"http://127.0.0.1:{number}/hook"))
+        self.assertEqual(str(raised.exception), "A connection error occurred. Is my bot server down?")
+
+    async def test_oversized_response(self) -> None:
+        """A body over max_response_bytes is refused and reported, without retry."""
+        url = self.serve(Hook(json_answer({"content": "x" * 5000})))
+        await self.worker(max_response_bytes=1000).consume(self.event(url))
+        self.assertIn("An exception of type *ResponseTooLarge*", self.replies()[0][1])
+
+
+class RetryTests(WebhookHTTPTestCase):
+    async def test_retry_then_success(self) -> None:
+        """The first try breaks the connection (TransientError), the retried event succeeds."""
+
+        def handler(request: Request, body: bytes) -> Any:
+            if len(hook.requests) == 1:
+                request.transport.abortConnection()
+                return NOT_DONE_YET
+            return json_answer({"content": "second time lucky"})(request, body)
+
+        hook = Hook(handler)
+        url = self.serve(hook)
+        worker = self.worker()
+        event = worker.validate(self.event(url))
+        with self.assertRaises(TransientError):
+            await worker.consume(event)
+        await worker.consume(worker.validate(dict(event, failed_tries=1)))
+        self.assertEqual(len(hook.requests), 2)
+        self.assertEqual(self.replies(), [("reply", "second time lucky")])
+
+    async def test_retries_exhausted(self) -> None:
+        """Four failed tries, then the failure handler says "Bot is unavailable" and tells the owner."""
+        url = self.serve(Hook(lambda request, body: request.transport.abortConnection() or NOT_DONE_YET))
+        worker = self.worker()
+        event = self.event(url, bot_owner_email="owner@example.com")
+        failure = None
+        for tries in range(4):
+            try:
+                await worker.consume(worker.validate(dict(event, failed_tries=tries)))
+            except TransientError as e:
+                failure = e
+        assert failure is not None
+        await worker.on_give_up(event, Failure(failure), "retries-exhausted")
+        (kind, content), (_, notice) = self.replies()
+        self.assertEqual((kind, content), ("failure", "Failure! Bot is unavailable"))
+        self.assertTrue(
+            notice.endswith("triggered an outgoing webhook.\nA connection error occurred. Is my bot server down?")
+        )
+
+
+class GuardTests(WebhookHTTPTestCase):
+    async def test_private_address_is_refused(self) -> None:
+        """Without an allowlist a 127.0.0.1 URL is refused: nothing is sent, the owner hears why."""
+        hook = Hook(json_answer({"content": "never"}))
+        url = self.serve(hook)
+        worker = self.worker(allow_networks=())
+        event = self.event(url)
+        with self.assertRaises(DisallowedNetworkError) as raised:
+            await worker.consume(event)
+        self.assertIn("private or disallowed network", str(raised.exception))
+        self.assertEqual(hook.requests, [])
+        await worker.on_give_up(event, Failure(raised.exception), "permanent")
+        self.assertEqual(self.replies()[0], ("failure", "Failure! Third party responded with 407"))
+        self.assertIn("for a private or disallowed network.", self.replies()[1][1])
+
+    async def test_localhost_name_is_refused(self) -> None:
+        """A name that resolves to loopback is refused like the address."""
+        url = self.serve(Hook(json_answer({})))
+        with self.assertRaises(DisallowedNetworkError):
+            await self.worker(allow_networks=()).consume(self.event(url.replace("127.0.0.1", "localhost")))
+
+    async def test_allowlist_is_exact(self) -> None:
+        """127.0.0.1/32 lets 127.0.0.1 through but not 127.0.0.2."""
+        hook = Hook(json_answer({"content": "ok"}))
+        url = self.serve(hook)
+        worker = self.worker(allow_networks=("127.0.0.1/32",))
+        await worker.consume(self.event(url))
+        self.assertEqual(len(hook.requests), 1)
+        with self.assertRaises(DisallowedNetworkError):
+            await worker.consume(self.event(url.replace("127.0.0.1", "127.0.0.2")))
+
+
+class FakeZulipAPI(Resource):
+    """Zulip's POST /api/v1/messages: checks each request, records the messages."""
+
+    isLeaf = True
+
+    def __init__(self, keys: Mapping[str, str]) -> None:
+        super().__init__()
+        self.keys = keys
+        self.messages: list[dict[str, str]] = []
+        self.problems: list[str] = []
+
+    def render_POST(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        auth = (request.getHeader(b"authorization") or b"").decode()
+        email, _, key = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
+        if not auth.startswith("Basic ") or self.keys.get(email) != key:
+            request.setResponseCode(401)
+            return b'{"result": "error", "msg": "Invalid API key", "code": "INVALID_API_KEY"}'
+        if request.getHeader(b"content-type") != b"application/x-www-form-urlencoded":
+            self.problems.append("content type")
+        fields = dict(parse_qsl(request.content.read().decode()))
+        required = {"stream": {"type", "to", "topic", "content"}, "private": {"type", "to", "content"}}
+        if set(fields) != required.get(fields.get("type", ""), set()):
+            self.problems.append(f"fields {sorted(fields)}")
+            request.setResponseCode(400)
+            return b'{"result": "error", "msg": "Missing fields"}'
+        self.messages.append(dict(fields, sender=email))
+        return json.dumps({"result": "success", "msg": "", "id": len(self.messages)}).encode()
+
+
+class RestSinkTests(WebhookHTTPTestCase):
+    def serve_zulip(self, api: FakeZulipAPI) -> str:
+        """Serve ``api`` at /api/v1/messages; return the site's base URL."""
+        v1 = Resource()
+        v1.putChild(b"messages", api)
+        api_root = Resource()
+        api_root.putChild(b"v1", v1)
+        return self.serve(api_root, b"api").removesuffix("/api")
+
+    async def test_replies_are_posted_through_zulip_api(self) -> None:
+        """With reply_sink = "rest", replies and notices are POSTed to /api/v1/messages as the bot."""
+        zulip = FakeZulipAPI({"helper-bot@example.com": "KEY"})
+        site = self.serve_zulip(zulip)
+        hook_ok = self.serve(Hook(json_answer({"content": "pong"})))
+        hook_bad = self.serve(Hook(json_answer(b"", status=500)))
+        keys = self.temp_path()
+        with open(keys, "w") as f:
+            f.write('"helper-bot@example.com" = "KEY"\n')
+        worker = self.worker(reply_sink="rest", rest_site=site, rest_bot_api_keys_file=keys)
+        await worker.consume(self.event(hook_ok))
+        await worker.consume(self.event(hook_bad, bot_owner_email="owner@example.com"))
+        private = private_event()
+        private["services"] = [{"name": "ci", "base_url": hook_ok, "token": "t"}]
+        await worker.consume(private)
+        self.assertEqual(zulip.problems, [])
+        self.assertEqual(
+            zulip.messages,
+            [
+                {
+                    "type": "stream",
+                    "to": "devel",
+                    "topic": "builds",
+                    "content": "pong",
+                    "sender": "helper-bot@example.com",
+                },
+                {
+                    "type": "stream",
+                    "to": "devel",
+                    "topic": "builds",
+                    "content": "Failure! Third party responded with 500",
+                    "sender": "helper-bot@example.com",
+                },
+                {
+                    "type": "private",
+                    "to": '["owner@example.com"]',
+                    "content": zulip.messages[2]["content"],
+                    "sender": "helper-bot@example.com",
+                },
+                {
+                    "type": "private",
+                    "to": '["iago@example.com", "helper-bot@example.com"]',
+                    "content": "pong",
+                    "sender": "helper-bot@example.com",
+                },
+            ],
+        )
+        self.assertIn("status code *500*", zulip.messages[2]["content"])
+
+    async def test_wrong_key_is_refused_and_logged(self) -> None:
+        """Zulip refusing the bot's key (401) is logged; the event is not retried."""
+        zulip = FakeZulipAPI({"helper-bot@example.com": "RIGHT"})
+        site = self.serve_zulip(zulip)
+        hook = self.serve(Hook(json_answer({"content": "pong"})))
+        worker = self.worker(reply_sink="rest", rest_site=site, rest_bot_api_keys={"helper-bot@example.com": "WRONG"})
+        await worker.consume(self.event(hook))
+        self.assertEqual(zulip.messages, [])
+
+
+class ConcurrencyTests(WebhookHTTPTestCase):
+    async def run_hundred(self, per_host: int) -> tuple[float, Hook]:
+        hook = Hook(lambda request, body: hook.later(0.2, request, b'{"content": "ok"}'))
+        url = self.serve(hook)
+        worker = self.worker(per_host_concurrency=per_host)
+        started = time.monotonic()
+        await gatherResults([worker.consume(worker.validate(self.event(url))) for _ in range(100)])
+        return time.monotonic() - started, hook
+
+    async def test_hundred_requests_run_concurrently(self) -> None:
+        """100 requests to a 200 ms server finish in well under 100 x 200 ms (20 s)."""
+        elapsed, hook = await self.run_hundred(per_host=100)
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(len(hook.requests), 100)
+        self.assertEqual(len(self.replies()), 100)
+        self.assertGreater(hook.max_in_flight, 50)
+
+    async def test_per_host_cap_is_honoured(self) -> None:
+        """With the default cap of 25 per host, never more than 25 requests reach one server at once."""
+        elapsed, hook = await self.run_hundred(per_host=25)
+        self.assertEqual(hook.max_in_flight, 25)
+        self.assertLess(elapsed, 4.0)  # four waves of 200 ms
+
+
+class RuntimeTests(WebhookHTTPTestCase):
+    """The worker under the real runtime (QueueRunner over the in-memory broker), fast backoff."""
+
+    async def run_event(self, hook: Hook, until: Callable[[], bool]) -> MemoryBroker:
+        url = self.serve(hook)
+        worker = self.worker()
+        broker = MemoryBroker(reactor)
+        settings = RunnerSettings(concurrency=100, backoff=BackoffPolicy(0.01, 0.05), timeout=30.0)
+        deadletters = DeadLetterer(broker, self.temp_path(), reactor, 5.0)
+        runner = QueueRunner(worker, settings, broker, deadletters, reactor)
+        await broker.connect()
+        session = broker.current_session()
+        assert session is not None
+        await runner.attach(session)
+        self.addCleanup(runner.stop, 5.0)
+        await broker.publish("outgoing_webhooks", json.dumps(self.event(url)).encode())
+        for _ in range(200):
+            if until():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        return broker
+
+    async def test_retried_by_the_runtime_then_succeeds(self) -> None:
+        """Two broken connections are retried with backoff by the runtime; the third try replies."""
+
+        def handler(request: Request, body: bytes) -> Any:
+            if len(hook.requests) <= 2:
+                request.transport.abortConnection()
+                return NOT_DONE_YET
+            return json_answer({"content": "third time"})(request, body)
+
+        hook = Hook(handler)
+        broker = await self.run_event(hook, lambda: bool(self.replies()))
+        self.assertEqual(self.replies(), [("reply", "third time")])
+        self.assertEqual(len(hook.requests), 3)
+        self.assertEqual(broker.messages("outgoing_webhooks.failed"), [])
+
+    async def test_runtime_gives_up_after_four_tries(self) -> None:
+        """After 4 tries the runtime calls the failure handler and dead-letters the event."""
+        hook = Hook(lambda request, body: request.transport.abortConnection() or NOT_DONE_YET)
+        broker = await self.run_event(hook, lambda: len(self.replies()) >= 2)
+        self.assertEqual(len(hook.requests), 4)
+        self.assertEqual(self.replies()[0], ("failure", "Failure! Bot is unavailable"))
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(broker.messages("outgoing_webhooks.failed")), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ServiceUnavailable)), 1)  # the runtime's "Problem handling data"

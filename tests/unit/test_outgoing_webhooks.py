@@ -1,0 +1,336 @@
+"""Tests for zqtwisted.consumers.outgoing_webhooks: the worker, with a fake HTTP client and reply sink."""
+
+from __future__ import annotations
+
+import json
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.unit.test_webhook_payload import private_event, stream_event
+from zqtwisted.config import Config
+from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
+from zqtwisted.errors import MalformedEventError, PermanentError, TransientError
+from zqtwisted.webhooks.client import (
+    HostBusyError,
+    ResponseTooLarge,
+    WebhookConnectionError,
+    WebhookResponse,
+    WebhookTimeout,
+)
+from zqtwisted.webhooks.guard import DisallowedNetworkError
+from zqtwisted.webhooks.replies import FAILURE, OWNER_NOTICE, REPLY, Reply, ReplyRejected
+from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+from zqtwisted.worker import WorkerContext, get_worker_class
+
+URL = "https://bots.example.com/hook"
+OTHER = "https://other.example.com/hook"
+LINK = "https://chat.example.com/#narrow/channel/4-devel/topic/builds/near/11"
+
+
+class FakeClient:
+    """Stands in for WebhookClient: answers each URL from a list of results."""
+
+    timeout = 10.0
+
+    def __init__(self) -> None:
+        self.results: dict[str, list[Any]] = {}
+        self.calls: list[tuple[str, bytes, str]] = []
+        self.cancelled: list[str] = []
+        self.closed = False
+
+    def answer(self, url: str, *results: Any) -> None:
+        self.results[url] = list(results)
+
+    def post(self, url: str, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> Any:
+        self.calls.append((url, body, content_type))
+        result = self.results[url].pop(0)
+        if result is None:
+            return Deferred(lambda _: self.cancelled.append(url))
+        if isinstance(result, BaseException):
+            return fail(result)
+        return succeed(result)
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        return succeed(None)
+
+
+class FakeSink:
+    """Records replies; fails with ``error`` when set."""
+
+    def __init__(self) -> None:
+        self.sent: list[Reply] = []
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def send(self, reply: Reply) -> Deferred[None]:
+        if self.error is not None:
+            return fail(self.error)
+        self.sent.append(reply)
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        return succeed(None)
+
+
+def ok(body: Any, status: int = 200) -> WebhookResponse:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return WebhookResponse(status, data, "application/json")
+
+
+class WorkerTestCase(TestCase):
+    def setUp(self) -> None:
+        self.client = FakeClient()
+        self.sink = FakeSink()
+        settings = OutgoingWebhookSettings(realm_url="https://chat.example.com", realm_id=2)
+        context = WorkerContext(
+            reactor=Clock(),
+            config=Config(sections=types.MappingProxyType({"outgoing_webhooks": settings})),
+            publisher=None,  # type: ignore[arg-type]
+            queue="outgoing_webhooks",
+            extras={"webhook_client": self.client, "reply_sink": self.sink},
+        )
+        self.worker = OutgoingWebhookWorker(context)
+
+    def consume(self, event: dict[str, Any]) -> Deferred[None]:
+        return self.worker.consume(self.worker.validate(event))
+
+    def replies(self) -> list[tuple[str, str]]:
+        return [(r.kind, r.content) for r in self.sent_replies()]
+
+    def sent_replies(self) -> list[Reply]:
+        return self.sink.sent
+
+
+class DeclarationTests(WorkerTestCase):
+    def test_registered_for_outgoing_webhooks_with_concurrency_100(self) -> None:
+        """The worker consumes outgoing_webhooks with 100 events in flight by default."""
+        self.assertIs(get_worker_class("outgoing_webhooks"), OutgoingWebhookWorker)
+        self.assertEqual(OutgoingWebhookWorker.concurrency, 100)
+
+    def test_validate_rejects_malformed_events(self) -> None:
+        """A malformed event is refused at validation, so it is dead-lettered with the reason."""
+        with self.assertRaises(MalformedEventError):
+            self.worker.validate({"message": {}})
+
+    def test_stop_closes_client_and_sink(self) -> None:
+        """Stopping closes the connection pool and the sink."""
+        self.successResultOf(self.worker.stop())
+        self.assertTrue(self.client.closed and self.sink.closed)
+
+
+class SuccessTests(WorkerTestCase):
+    def test_reply_goes_to_the_stream_and_topic(self) -> None:
+        """The bot's content is posted where the message was; the generic payload was sent."""
+        self.client.answer(URL, ok({"content": "pong"}))
+        self.successResultOf(self.consume(stream_event()))
+        url, body, content_type = self.client.calls[0]
+        self.assertEqual((url, content_type), (URL, "application/json"))
+        self.assertEqual(json.loads(body)["token"], "s3cret")
+        [reply] = self.sent_replies()
+        self.assertEqual((reply.kind, reply.content, reply.service_name), (REPLY, "pong", "ci"))
+        self.assertEqual(
+            reply.recipient.to_json(), {"type": "stream", "stream": "devel", "stream_id": 4, "topic": "builds"}
+        )
+
+    def test_no_reply_posts_nothing(self) -> None:
+        """response_not_required posts nothing and succeeds."""
+        self.client.answer(URL, ok({"response_not_required": True}))
+        self.successResultOf(self.consume(stream_event()))
+        self.assertEqual(self.sent_replies(), [])
+
+    def test_direct_message_reply_goes_to_the_conversation(self) -> None:
+        """A reply to a direct message goes to its participants."""
+        self.client.answer(URL, ok({"content": "hi"}))
+        self.successResultOf(self.consume(private_event()))
+        self.assertEqual(self.sent_replies()[0].recipient.emails, ("iago@example.com", "helper-bot@example.com"))
+
+    def test_slack_service_refuses_direct_messages_without_calling(self) -> None:
+        """A Slack service gets no request for a DM; the user gets Zulip's failure text."""
+        event = private_event()
+        event["services"][0]["interface"] = "slack"
+        self.successResultOf(self.consume(event))
+        self.assertEqual(self.client.calls, [])
+        self.assertEqual(self.replies(), [(FAILURE, "Failure! Slack outgoing webhooks don't support direct messages.")])
+
+    def test_completed_services_are_recorded(self) -> None:
+        """A finished service is recorded in the event."""
+        self.client.answer(URL, ok({}))
+        event = stream_event()
+        self.successResultOf(self.consume(event))
+        self.assertEqual(event["completed_services"], ["ci"])
+
+
+class FailureResponseTests(WorkerTestCase):
+    def test_non_2xx_replies_failure_and_notifies_owner_without_retry(self) -> None:
+        """A 500 gives Zulip's failure text and owner notice; the consume succeeds (no retry)."""
+        self.client.answer(URL, ok(b"boom", status=500))
+        self.successResultOf(self.consume(stream_event(bot_owner_email="owner@example.com")))
+        failure, notice = self.sent_replies()
+        self.assertEqual(failure.content, "Failure! Third party responded with 500")
+        self.assertEqual(notice.kind, OWNER_NOTICE)
+        self.assertEqual(notice.recipient.emails, ("owner@example.com",))
+        self.assertEqual(
+            notice.content,
+            f"[A message]({LINK}) to your bot @_**Helper Bot** triggered an outgoing webhook."
+            "\nThe webhook got a response with status code *500*."
+            "\nThe response contains the following payload:\n```\nb'boom'\n```",
+        )
+
+    def test_invalid_json_replies_failure_and_notifies_owner(self) -> None:
+        """An unparsable 2xx body gives "Invalid JSON in response" and a notice quoting it."""
+        self.client.answer(URL, ok(b"<html>"))
+        self.successResultOf(self.consume(stream_event()))
+        failure, notice = self.sent_replies()
+        self.assertEqual(failure.content, "Failure! Invalid JSON in response")
+        self.assertIn(
+            "\nThe outgoing webhook server attempted to send a message in Zulip, but that request resulted in the "
+            "following error:\n> Invalid JSON in response"
+            "\nThe response contains the following payload:\n```\n'<html>'\n```",
+            notice.content,
+        )
+        self.assertEqual(notice.recipient.type, "bot_owner")  # no bot_owner_email in the event
+
+    def test_invalid_format_replies_failure(self) -> None:
+        """A 2xx JSON body that is not an object gives "Invalid response format"."""
+        self.client.answer(URL, ok([1]))
+        self.successResultOf(self.consume(stream_event()))
+        self.assertEqual(self.replies()[0], (FAILURE, "Failure! Invalid response format"))
+
+    def test_oversized_response_reports_an_exception(self) -> None:
+        """An oversized body is reported as Zulip reports request exceptions; no retry."""
+        self.client.answer(URL, ResponseTooLarge(1024))
+        self.successResultOf(self.consume(stream_event()))
+        failure, notice = self.sent_replies()
+        self.assertEqual(
+            failure.content,
+            "Failure! An exception of type *ResponseTooLarge* occurred for message `@**Helper Bot** ping`! "
+            "See the Zulip server logs for more information.",
+        )
+        self.assertIn("an exception of type ResponseTooLarge occurred:\n```\nthe response body exceeds", notice.content)
+
+
+class RetryTests(WorkerTestCase):
+    def test_timeout_is_transient_with_zulip_message(self) -> None:
+        """A timeout raises TransientError carrying Zulip's owner text; nothing is posted yet."""
+        self.client.answer(URL, WebhookTimeout(URL, 10))
+        failure = self.failureResultOf(self.consume(stream_event()), ServiceUnavailable)
+        self.assertIsInstance(failure.value, TransientError)
+        self.assertEqual(str(failure.value), "Request timed out after 10 seconds.")
+        self.assertEqual(self.sent_replies(), [])
+
+    def test_connection_errors_are_transient(self) -> None:
+        """Connection errors and a saturated host raise TransientError with Zulip's text."""
+        for error in (WebhookConnectionError("refused"), HostBusyError("busy")):
+            self.client.answer(URL, error)
+            failure = self.failureResultOf(self.consume(stream_event()), ServiceUnavailable)
+            self.assertEqual(str(failure.value), "A connection error occurred. Is my bot server down?")
+
+    def test_retry_calls_only_unfinished_services(self) -> None:
+        """With two services, a retry calls only the one that failed, then succeeds."""
+        event = stream_event()
+        event["services"].append({"name": "other", "base_url": OTHER, "token": "t2"})
+        self.client.answer(URL, ok({"content": "one"}))
+        self.client.answer(OTHER, WebhookConnectionError("refused"), ok({"content": "two"}))
+        self.failureResultOf(self.consume(event), TransientError)
+        self.assertEqual(event["completed_services"], ["ci"])
+        retried = dict(event, failed_tries=1)  # what the runtime re-publishes
+        self.successResultOf(self.consume(retried))
+        self.assertEqual([c[0] for c in self.client.calls], [URL, OTHER, OTHER])
+        self.assertEqual(self.replies(), [(REPLY, "one"), (REPLY, "two")])
+
+    def test_disallowed_network_is_permanent(self) -> None:
+        """A guard refusal fails the consume with a PermanentError (dead-lettered, replayable)."""
+        self.client.answer(URL, DisallowedNetworkError("bots.example.com", ["10.0.0.1"]))
+        self.failureResultOf(self.consume(stream_event()), DisallowedNetworkError)
+
+    def test_permanent_failure_wins_over_transient(self) -> None:
+        """When services fail differently, the permanent failure decides."""
+        event = stream_event()
+        event["services"].append({"name": "other", "base_url": OTHER, "token": "t2"})
+        self.client.answer(URL, WebhookConnectionError("refused"))
+        self.client.answer(OTHER, DisallowedNetworkError("other.example.com", ["10.0.0.1"]))
+        self.failureResultOf(self.consume(event), PermanentError)
+
+    def test_cancelling_the_consume_cancels_the_requests(self) -> None:
+        """A consume timeout (cancellation) cancels every request in flight."""
+        self.client.answer(URL, None)
+        d = self.consume(stream_event())
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.client.cancelled, [URL])
+
+    def test_sink_failure_is_transient(self) -> None:
+        """A reply that cannot be delivered now makes the event retry."""
+        self.client.answer(URL, ok({"content": "pong"}))
+        self.sink.error = TransientError("broker down")
+        event = stream_event()
+        self.failureResultOf(self.consume(event), TransientError)
+        self.assertNotIn("completed_services", event)
+
+    def test_rejected_reply_is_logged_not_retried(self) -> None:
+        """A reply Zulip refuses (4xx) is logged; the event is done."""
+        self.client.answer(URL, ok({"content": "pong"}))
+        self.sink.error = ReplyRejected("stream does not exist")
+        event = stream_event()
+        self.successResultOf(self.consume(event))
+        self.assertEqual(event["completed_services"], ["ci"])
+
+
+class GiveUpTests(WorkerTestCase):
+    def give_up(self, error: BaseException, reason: str, event: dict[str, Any] | None = None) -> None:
+        d = self.worker.on_give_up(event or stream_event(), Failure(error), reason)
+        assert d is not None
+        self.successResultOf(d)
+
+    def test_retries_exhausted_says_bot_is_unavailable(self) -> None:
+        """After the last try: "Failure! Bot is unavailable" and the owner notice with the reason."""
+        self.give_up(ServiceUnavailable("ci", "Request timed out after 10 seconds."), "retries-exhausted")
+        failure, notice = self.sent_replies()
+        self.assertEqual(failure.content, "Failure! Bot is unavailable")
+        self.assertEqual(failure.service_name, "ci")
+        self.assertEqual(
+            notice.content,
+            f"[A message]({LINK}) to your bot @_**Helper Bot** triggered an outgoing webhook."
+            "\nRequest timed out after 10 seconds.",
+        )
+
+    def test_consume_timeout_says_bot_is_unavailable(self) -> None:
+        """A consume that timed out as a whole is reported like an unavailable bot."""
+        from twisted.internet.defer import TimeoutError
+
+        self.give_up(TimeoutError(), "timeout")
+        self.assertEqual(self.replies()[0], (FAILURE, "Failure! Bot is unavailable"))
+        self.assertIn("Request timed out after 10 seconds.", self.replies()[1][1])
+
+    def test_disallowed_network_is_reported_as_zulip_proxy_refusal(self) -> None:
+        """A guard refusal is reported with Zulip's texts for its proxy's 407."""
+        self.give_up(DisallowedNetworkError("bots.example.com", ["10.0.0.1"]), "permanent")
+        failure, notice = self.sent_replies()
+        self.assertEqual(failure.content, "Failure! Third party responded with 407")
+        self.assertTrue(
+            notice.content.endswith("\nThe URL configured for the webhook is for a private or disallowed network.")
+        )
+
+    def test_unexpected_errors_are_reported_as_exceptions(self) -> None:
+        """Any other permanent failure is reported as Zulip reports request exceptions."""
+        self.give_up(RuntimeError("bug"), "permanent")
+        failure, notice = self.sent_replies()
+        self.assertIn("An exception of type *RuntimeError* occurred", failure.content)
+        self.assertIn("exception of type RuntimeError occurred:\n```\nbug\n```", notice.content)
+
+    def test_malformed_events_are_not_answered(self) -> None:
+        """There is nobody to tell about a malformed event."""
+        self.assertIsNone(self.worker.on_give_up({"bad": 1}, Failure(MalformedEventError("x")), "malformed"))
+
+    def test_delivery_failures_are_logged(self) -> None:
+        """If the notice cannot be delivered either, the handler still completes."""
+        self.sink.error = TransientError("down")
+        self.give_up(ServiceUnavailable("ci", "x"), "retries-exhausted")

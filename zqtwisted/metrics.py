@@ -1,0 +1,180 @@
+"""Prometheus metrics of the runtime, in a registry of their own.
+
+:class:`MetricsObserver` listens to the runtime (a
+:class:`zqtwisted.observer.RunnerObserver`) and to the broker (a
+:class:`zqtwisted.broker.SessionListener`), and is told about reactor lag by
+:class:`zqtwisted.health.ReactorLagProbe`.  It never uses prometheus_client's
+global registry, so several instances (tests, several services) never clash.
+
+Labels are queue names, outcomes and reasons chosen by the code: never an event
+field, a URL or an error message, so no secret can reach a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from zqtwisted.observer import NullObserver
+from zqtwisted.redact import redact_text
+
+PREFIX = "zqtwisted"
+
+# Seconds per consume; Zulip's per-event timeout is 30 s, batches can take longer.
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LABEL_LIMIT = 100
+
+# queue -> (events in flight, deliveries held unacked), read at scrape time.
+RunnerState = Callable[[], Mapping[str, tuple[int, int]]]
+
+
+def safe_label(value: str) -> str:
+    """A label value that cannot carry a credential (and stays short)."""
+    return redact_text(str(value))[:LABEL_LIMIT]
+
+
+class _RunnerStateCollector(Collector):
+    def __init__(self, source: RunnerState) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_events_in_flight", "Events being consumed right now.", labels=["queue"]
+        )
+        held = GaugeMetricFamily(
+            f"{PREFIX}_deliveries_held",
+            "Deliveries held unacked: waiting, in flight, waiting to retry, being settled.",
+            labels=["queue"],
+        )
+        for queue, (events, deliveries) in sorted(self._source().items()):
+            in_flight.add_metric([safe_label(queue)], events)
+            held.add_metric([safe_label(queue)], deliveries)
+        yield in_flight
+        yield held
+
+
+class MetricsObserver(NullObserver):
+    """Counts what the runtime reports, per queue."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, queues: Iterable[str] = ()) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed_total = Counter(
+            f"{PREFIX}_events_consumed", "Events consumed successfully.", ["queue"], registry=r
+        )
+        self.failed_total = Counter(
+            f"{PREFIX}_events_failed",
+            "Events whose consume failed, by outcome (retry, permanent, timeout, malformed).",
+            ["queue", "outcome"],
+            registry=r,
+        )
+        self.retried_total = Counter(
+            f"{PREFIX}_events_retried", "Events scheduled for another attempt.", ["queue"], registry=r
+        )
+        self.dead_lettered_total = Counter(
+            f"{PREFIX}_events_dead_lettered", "Events dead-lettered, by reason.", ["queue", "reason"], registry=r
+        )
+        self.consume_seconds = Histogram(
+            f"{PREFIX}_consume_duration_seconds",
+            "Duration of one consume (one event, or one batch).",
+            ["queue"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.consumes_in_flight = Gauge(
+            f"{PREFIX}_consumes_in_flight", "Consumes (events or batches) running now.", ["queue"], registry=r
+        )
+        self.consumer_attached = Gauge(
+            f"{PREFIX}_consumer_attached",
+            "1 while the queue's consumer is attached.",
+            ["queue"],
+            registry=r,
+        )
+        self.broker_connected = Gauge(f"{PREFIX}_broker_connected", "1 while connected to the broker.", registry=r)
+        self.broker_connections_total = Counter(
+            f"{PREFIX}_broker_connections", "Connections made to the broker.", registry=r
+        )
+        self.broker_reconnects_total = Counter(
+            f"{PREFIX}_broker_reconnects", "Connections made to the broker after the first one.", registry=r
+        )
+        self.reactor_lag_seconds = Gauge(
+            f"{PREFIX}_reactor_lag_seconds", "Lag of the reactor's last lag-probe tick.", registry=r
+        )
+        self.reactor_max_lag_seconds = Gauge(
+            f"{PREFIX}_reactor_max_lag_seconds", "Largest reactor lag measured since start.", registry=r
+        )
+        self.reactor_blocked_total = Counter(
+            f"{PREFIX}_reactor_blocked", "Times the reactor was blocked longer than the threshold.", registry=r
+        )
+        self._connections = 0
+        self._max_lag = 0.0
+        for queue in queues:
+            self.add_queue(queue)
+
+    def add_queue(self, queue: str) -> None:
+        """Create the queue's series at zero, so that rates work from the first event."""
+        q = safe_label(queue)
+        self.consumed_total.labels(q)
+        self.retried_total.labels(q)
+        self.consume_seconds.labels(q)
+        self.consumes_in_flight.labels(q)
+        self.consumer_attached.labels(q)
+
+    def add_runner_state(self, source: RunnerState) -> None:
+        """Export ``events_in_flight`` / ``deliveries_held`` read from the runners at scrape time."""
+        self.registry.register(_RunnerStateCollector(source))
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    # -- RunnerObserver ----------------------------------------------------------
+
+    def consume_started(self, queue: str, events: int) -> None:
+        self.consumes_in_flight.labels(safe_label(queue)).inc()
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        q = safe_label(queue)
+        self.consumes_in_flight.labels(q).dec()
+        if events > 0:
+            self.consumed_total.labels(q).inc(events)
+        self.consume_seconds.labels(q).observe(max(0.0, seconds))
+
+    def failed(self, queue: str, events: int, outcome: str) -> None:
+        self.failed_total.labels(safe_label(queue), safe_label(outcome)).inc(events)
+
+    def retried(self, queue: str, delay: float) -> None:
+        self.retried_total.labels(safe_label(queue)).inc()
+
+    def dead_lettered(self, queue: str, events: int, reason: str) -> None:
+        self.dead_lettered_total.labels(safe_label(queue), safe_label(reason)).inc(events)
+
+    def attached(self, queue: str, attached: bool) -> None:
+        self.consumer_attached.labels(safe_label(queue)).set(1 if attached else 0)
+
+    # -- SessionListener (broker.add_listener) ------------------------------------
+
+    def session_started(self, session: Any) -> None:
+        self._connections += 1
+        self.broker_connections_total.inc()
+        if self._connections > 1:
+            self.broker_reconnects_total.inc()
+        self.broker_connected.set(1)
+
+    def session_lost(self, session: Any) -> None:
+        self.broker_connected.set(0)
+
+    # -- reactor lag (ReactorLagProbe) --------------------------------------------
+
+    def reactor_lag(self, seconds: float) -> None:
+        self.reactor_lag_seconds.set(seconds)
+        if seconds > self._max_lag:
+            self._max_lag = seconds
+            self.reactor_max_lag_seconds.set(seconds)
+
+    def reactor_blocked(self, seconds: float) -> None:
+        self.reactor_blocked_total.inc()

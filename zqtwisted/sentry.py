@@ -1,0 +1,190 @@
+"""Sentry reporting, as Zulip's workers do it, enabled by a DSN in ``[sentry]``.
+
+- every consume is a transaction ``consume {queue}`` tagged ``queue_worker`` and
+  ``worker_num`` (:class:`SentryObserver`, when tracing is sampled);
+- an event that ends in failure is captured with the real traceback of its Twisted
+  ``Failure`` and the context ``events = {data, queue_name}`` (secrets masked, size
+  capped) by :func:`capture_failure`; timeouts are fingerprinted
+  ``["worker-timeout", queue]`` so that they group per queue.
+
+Nothing is sent when no DSN is configured.  Every string of an outgoing event goes
+through the log masker (:func:`zqtwisted.logs.mask_text`), so registered secrets and
+URL passwords never leave the process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import sentry_sdk
+from sentry_sdk.integrations.logging import LoggingIntegration
+from twisted.python.failure import Failure
+
+from zqtwisted.config import ConfigError, config_section, read_secret
+from zqtwisted.logs import mask_text, register_secret
+from zqtwisted.observer import NullObserver
+from zqtwisted.redact import redact_event
+
+DEFAULT_MAX_EVENT_CONTEXT_BYTES = 16 * 1024
+
+_options: dict[str, Any] = {"max_event_context_bytes": DEFAULT_MAX_EVENT_CONTEXT_BYTES}
+
+
+@config_section("sentry")
+@dataclass(frozen=True)
+class SentrySettings:
+    dsn: str = ""
+    dsn_file: str = ""
+    environment: str = "production"
+    traces_sample_rate: float = 0.0
+    max_event_context_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES
+
+    def validate(self, path: str) -> None:
+        if self.dsn and self.dsn_file:
+            raise ConfigError(f"{path}.dsn: give either dsn or dsn_file, not both")
+        if self.dsn and not _looks_like_dsn(self.dsn):
+            raise ConfigError(f"{path}.dsn: expected https://KEY@HOST/PROJECT")
+        if not 0.0 <= self.traces_sample_rate <= 1.0:
+            raise ConfigError(f"{path}.traces_sample_rate: must be between 0 and 1, got {self.traces_sample_rate}")
+        if self.max_event_context_bytes <= 0:
+            raise ConfigError(f"{path}.max_event_context_bytes: must be > 0, got {self.max_event_context_bytes}")
+
+    def resolve_dsn(self, path: str = "sentry") -> str:
+        dsn = read_secret(self.dsn, self.dsn_file, f"{path}.dsn").strip()
+        if dsn and not _looks_like_dsn(dsn):
+            raise ConfigError(f"{path}.dsn_file: the file does not hold a DSN (https://KEY@HOST/PROJECT)")
+        return dsn
+
+
+def _looks_like_dsn(dsn: str) -> bool:
+    parts = urlsplit(dsn)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and bool(parts.username)
+
+
+def init_sentry(settings: SentrySettings, release: str | None = None, transport: Any = None) -> bool:
+    """Initialise sentry-sdk from ``[sentry]``; False (and nothing sent) without a DSN.
+
+    ``transport`` is for tests (a ``sentry_sdk.transport.Transport``).
+    """
+    dsn = settings.resolve_dsn()
+    if not dsn:
+        return False
+    register_secret(dsn, urlsplit(dsn).username)
+    _options["max_event_context_bytes"] = settings.max_event_context_bytes
+    if release is None:
+        from zqtwisted import __version__
+
+        release = f"zqtwisted@{__version__}"
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=settings.environment,
+        release=release,
+        traces_sample_rate=settings.traces_sample_rate,
+        transport=transport,
+        include_local_variables=False,
+        # Log records become breadcrumbs, not events: errors are captured explicitly.
+        integrations=[LoggingIntegration(level=logging.INFO, event_level=None)],
+        before_send=scrub_event,
+        before_send_transaction=scrub_event,
+    )
+    return True
+
+
+def scrub_event(event: Any, hint: Any = None) -> Any:
+    """Mask registered secrets and URL passwords in every string of an outgoing event."""
+    if isinstance(event, dict):
+        return {k: scrub_event(v) for k, v in event.items()}
+    if isinstance(event, list):
+        return [scrub_event(v) for v in event]
+    if isinstance(event, str):
+        return mask_text(event)
+    return event
+
+
+def events_context(queue: str, events: Sequence[Any], max_bytes: int | None = None) -> dict[str, Any]:
+    """Zulip's context ``{data, queue_name}``, secrets masked, at most ``max_bytes`` of events."""
+    limit = _options["max_event_context_bytes"] if max_bytes is None else max_bytes
+    data: list[Any] = []
+    used = 2  # "[]"
+    truncated = False
+    for event in events:
+        clean = redact_event(event)
+        text = json.dumps(clean, default=repr)
+        size = len(text) + (2 if data else 0)
+        if used + size > limit:
+            truncated = True
+            if not data:
+                data.append(text[: max(0, limit - 2)])
+            break
+        data.append(clean)
+        used += size
+    context: dict[str, Any] = {"data": data, "queue_name": queue}
+    if truncated:
+        context["truncated"] = True
+        context["event_count"] = len(events)
+    return context
+
+
+def exc_info(failure: Failure) -> tuple[Any, BaseException, Any]:
+    """(type, value, traceback) of a Failure, with a traceback even after cleanFailure()."""
+    value = failure.value
+    assert isinstance(value, BaseException)
+    return failure.type, value, failure.getTracebackObject()
+
+
+def capture_failure(
+    queue: str,
+    worker_num: int | None,
+    events: Sequence[Any],
+    failure: Failure,
+    timeout: bool = False,
+) -> str | None:
+    """Report a consume that ended in failure; the Sentry event id, or None when disabled."""
+    if not sentry_sdk.is_initialized():
+        return None
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("queue_worker", queue)
+        if worker_num is not None:
+            scope.set_tag("worker_num", str(worker_num))
+        scope.set_context("events", events_context(queue, events))
+        if timeout:
+            scope.fingerprint = ["worker-timeout", queue]
+        return sentry_sdk.capture_exception(exc_info(failure))
+
+
+class SentryObserver(NullObserver):
+    """A transaction ``consume {queue}`` per consume (sampled by ``traces_sample_rate``)."""
+
+    def __init__(self, worker_num: int | None = None) -> None:
+        self.worker_num = worker_num
+        self._open: dict[str, deque[Any]] = {}
+
+    def consume_started(self, queue: str, events: int) -> None:
+        if not sentry_sdk.is_initialized():
+            return
+        transaction = sentry_sdk.start_transaction(
+            op="task", name=f"consume {queue}", custom_sampling_context={"queue": queue}
+        )
+        transaction.set_tag("queue_worker", queue)
+        if self.worker_num is not None:
+            transaction.set_tag("worker_num", str(self.worker_num))
+        transaction.set_data("events", events)
+        self._open.setdefault(queue, deque()).append(transaction)
+
+    def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
+        if reason != "malformed":
+            capture_failure(queue, self.worker_num, events, failure, timeout=reason == "timeout")
+
+    def consumed(self, queue: str, events: int, seconds: float) -> None:
+        waiting = self._open.get(queue)
+        if not waiting:
+            return
+        transaction = waiting.popleft()
+        transaction.set_data("succeeded", events)
+        transaction.finish()

@@ -1,0 +1,406 @@
+"""The HTTP client of outgoing webhooks: deadlines, size caps, per-host slots.
+
+A :class:`WebhookClient` is a treq ``HTTPClient`` over an injected Agent (in
+production: one persistent ``HTTPConnectionPool`` and the SSRF-guarded endpoint
+factory).  Every POST:
+
+* waits for one of its host's ``per_host_concurrency`` slots (so one slow bot
+  server cannot hold every request the process has in flight);
+* then has ``timeout`` seconds for everything: connecting, sending, the status
+  line *and reading the body*.  At the deadline the request is cancelled, which
+  aborts the connection;
+* reads at most ``max_response_bytes`` of body, aborting beyond that;
+* follows no redirects unless asked to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urlsplit
+
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
+from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, TimeoutError, succeed
+from twisted.internet.error import (
+    ConnectError,
+    ConnectingCancelledError,
+    ConnectionDone,
+    ConnectionLost,
+    DNSLookupError,
+)
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from zqtwisted import __version__
+from zqtwisted.webhooks.guard import DisallowedNetworkError, GuardedEndpointFactory, NetworkGuard
+from zqtwisted.webhooks.settings import MIB, OutgoingWebhookSettings
+
+USER_AGENT = "ZulipOutgoingWebhook/{version}"
+
+# Failures of the transport: the request may succeed if tried again later.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectError,
+    DNSLookupError,
+    ConnectionLost,
+    ConnectionDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+    RequestTransmissionFailed,
+    RequestNotSent,
+)
+
+
+class WebhookError(Exception):
+    """Base of the errors of :meth:`WebhookClient.post`."""
+
+
+class WebhookTimeout(WebhookError):
+    def __init__(self, url: str, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"no complete response from {url} within {timeout:g}s")
+
+
+class WebhookConnectionError(WebhookError):
+    """Connecting failed, or the connection broke before the response was complete."""
+
+
+class HostBusyError(WebhookError):
+    """Every slot of the host stayed taken while this request waited for one."""
+
+
+class ResponseTooLarge(WebhookError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the response body exceeds {limit} bytes")
+
+
+class WebhookRequestError(WebhookError):
+    """Any other failure of the request (bad URL, redirect loop ...)."""
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status: int
+    body: bytes
+    content_type: str | None = None
+
+
+def user_agent(version: str = "") -> str:
+    return USER_AGENT.format(version=version or __version__)
+
+
+class WebhookClient:
+    """POSTs with a deadline, a size cap and a per-host concurrency cap."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        agent: IAgent,
+        *,
+        timeout: float = 10.0,
+        max_response_bytes: int = MIB,
+        per_host_concurrency: int = 25,
+        follow_redirects: bool = False,
+        user_agent: str = user_agent(),
+        pool: HTTPConnectionPool | None = None,
+    ) -> None:
+        self._clock = clock
+        self._pool = pool
+        self._http = HTTPClient(
+            _IdentityEncodingAgent(agent), cookiejar=_no_cookies(), data_to_body_producer=BytesProducer
+        )
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.follow_redirects = follow_redirects
+        self.user_agent = user_agent
+        self._slots = HostSlots(per_host_concurrency)
+
+    def post(
+        self, url: str, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> Deferred[WebhookResponse]:
+        """POST ``body``; fires with the response, or fails with a WebhookError.
+
+        Also fails with DisallowedNetworkError when the guard refuses the host,
+        and with CancelledError when cancelled (which aborts the connection).
+        """
+        return Deferred.fromCoroutine(self._post(url, body, content_type, headers or {}))
+
+    def in_flight(self, url: str) -> int:
+        """Requests holding a slot of ``url``'s host (for tests and metrics)."""
+        return self._slots.busy(host_key(url))
+
+    def close(self) -> Deferred[None]:
+        """Close the idle persistent connections.
+
+        One reactor turn first: a response that has just completed returns its
+        connection to the pool only after its readers have run.
+        """
+        pool = self._pool
+        if pool is None:
+            return succeed(None)
+        return deferLater(self._clock, 0, pool.closeCachedConnections)
+
+    async def _post(self, url: str, body: bytes, content_type: str, extra: Mapping[str, str]) -> WebhookResponse:
+        key = host_key(url)
+        waiting = self._slots.acquire(key)
+        waiting.addTimeout(self.timeout, self._clock)
+        try:
+            await waiting
+        except TimeoutError:
+            self._slots.forget(key)
+            raise HostBusyError(f"all {self._slots.limit} slots of {key} stayed busy for {self.timeout:g}s") from None
+        except BaseException:
+            self._slots.forget(key)
+            raise
+        try:
+            headers = {"User-Agent": self.user_agent, "Content-Type": content_type, **extra}
+            d = self._request(url, body, headers)
+            d.addTimeout(self.timeout, self._clock)
+            return await d
+        except TimeoutError:
+            raise WebhookTimeout(url, self.timeout) from None
+        except (CancelledError, WebhookError, DisallowedNetworkError):
+            raise
+        except CONNECTION_ERRORS as e:
+            raise WebhookConnectionError(f"{type(e).__name__}: {_reason(e)}") from e
+        except Exception as e:
+            raise WebhookRequestError(f"{type(e).__name__}: {e}") from e
+        finally:
+            self._slots.release(key)
+
+    def _request(self, url: str, body: bytes, headers: Mapping[str, str]) -> Deferred[WebhookResponse]:
+        try:
+            d: Deferred[Any] = self._http.request(
+                "POST",
+                url,
+                data=body,
+                headers=Headers({k: [v] for k, v in headers.items()}),
+                allow_redirects=self.follow_redirects,
+                unbuffered=True,
+            )
+        except Exception as e:
+            raise WebhookRequestError(f"{type(e).__name__}: {e}") from e
+
+        def got_response(response: IResponse) -> Deferred[WebhookResponse]:
+            content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1") or None
+            reading = read_body(response, self.max_response_bytes)
+            return reading.addCallback(lambda data: WebhookResponse(response.code, data, content_type))
+
+        return d.addCallback(got_response).addErrback(_as_cancellation)
+
+
+def build_webhook_client(
+    reactor: Any, settings: OutgoingWebhookSettings, *, resolver: Any = None, guarded: bool = True
+) -> WebhookClient:
+    """The production client: one persistent pool, the SSRF guard on every connection."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = settings.per_host_concurrency
+    pool.cachedConnectionTimeout = settings.idle_connection_timeout  # type: ignore[assignment]
+    pool.retryAutomatically = False  # Zulip does no HTTP-level retries
+    if guarded:
+        factory = GuardedEndpointFactory(
+            reactor, NetworkGuard(settings.allow_networks), resolver=resolver, connect_timeout=settings.timeout
+        )
+        agent: IAgent = Agent.usingEndpointFactory(reactor, factory, pool=pool)
+    else:
+        agent = Agent(reactor, connectTimeout=settings.timeout, pool=pool)
+    return WebhookClient(
+        reactor,
+        agent,
+        timeout=settings.timeout,
+        max_response_bytes=settings.max_response_bytes,
+        per_host_concurrency=settings.per_host_concurrency,
+        follow_redirects=settings.follow_redirects,
+        user_agent=user_agent(settings.user_agent_version),
+        pool=pool,
+    )
+
+
+def host_key(url: str) -> str:
+    """``host:port`` of ``url``, the unit of the per-host cap."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return f"{(parts.hostname or '').lower()}:{port}"
+
+
+class HostSlots:
+    """One DeferredSemaphore per host, dropped when idle."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphores: dict[str, DeferredSemaphore] = {}
+
+    def acquire(self, key: str) -> Deferred[DeferredSemaphore]:
+        semaphore = self._semaphores.get(key)
+        if semaphore is None:
+            semaphore = self._semaphores[key] = DeferredSemaphore(self.limit)
+        return semaphore.acquire()
+
+    def release(self, key: str) -> None:
+        self._semaphores[key].release()
+        self.forget(key)
+
+    def forget(self, key: str) -> None:
+        """Drop the semaphore of ``key`` if nobody holds or awaits it."""
+        semaphore = self._semaphores.get(key)
+        if semaphore is not None and semaphore.tokens == semaphore.limit and not semaphore.waiting:
+            del self._semaphores[key]
+
+    def busy(self, key: str) -> int:
+        semaphore = self._semaphores.get(key)
+        return 0 if semaphore is None else semaphore.limit - semaphore.tokens
+
+
+# -- the body --------------------------------------------------------------------
+
+
+class _CappedBody(Protocol):
+    """Collects a response body up to ``limit`` bytes; beyond, drops the connection."""
+
+    def __init__(self, limit: int, finished: Deferred[bytes]) -> None:
+        self._limit = limit
+        self._finished = finished
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._done = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self.abort()
+            self._finished.errback(Failure(ResponseTooLarge(self._limit)))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._done:
+            return
+        self._done = True
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._finished.callback(b"".join(self._chunks))
+        else:
+            self._finished.errback(reason)
+
+    def abort(self) -> None:
+        """Stop reading: the connection is closed, never reused."""
+        if self._done:
+            return
+        self._done = True
+        self._chunks = []
+        stop = getattr(self.transport, "stopProducing", None)
+        if stop is not None:
+            stop()
+
+
+def read_body(response: IResponse, limit: int) -> Deferred[bytes]:
+    """The body of ``response``; cancelling the Deferred aborts the connection."""
+    protocol: _CappedBody | None = None
+
+    def cancel(_: Deferred[bytes]) -> None:
+        if protocol is not None:
+            protocol.abort()
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    protocol = _CappedBody(limit, finished)
+    response.deliverBody(protocol)
+    return finished
+
+
+@implementer(IBodyProducer)
+class BytesProducer:
+    """A request body already in memory, written at once (no cooperator, no global reactor)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IAgent)
+class _IdentityEncodingAgent:
+    """Asks for uncompressed bodies, and never lets treq inflate one.
+
+    treq decodes gzip bodies whatever the server was told; a small gzip bomb
+    would then expand in memory before the size cap could see it.  A body sent
+    compressed anyway is handed on as it came (and fails as invalid JSON).
+    """
+
+    def __init__(self, agent: IAgent) -> None:
+        self._agent = agent
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Headers | None = None, bodyProducer: IBodyProducer | None = None
+    ) -> Deferred[IResponse]:
+        headers = headers.copy() if headers is not None else Headers()
+        headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        return self._agent.request(method, uri, headers, bodyProducer).addCallback(self._hide_encoding)
+
+    @staticmethod
+    def _hide_encoding(response: IResponse) -> IResponse:
+        encoding = response.headers.getRawHeaders(b"content-encoding")
+        if encoding is not None:
+            response.headers.removeHeader(b"content-encoding")
+            response.headers.setRawHeaders(b"x-original-content-encoding", encoding)
+        return response
+
+
+def _as_cancellation(failure: Failure) -> Failure:
+    """Twisted reports a cancelled request as a connection error that wraps CancelledError.
+
+    Report it as the CancelledError it is, so that ``addTimeout`` and callers see it.
+    """
+    if failure.check(ConnectingCancelledError):
+        return Failure(CancelledError())
+    reasons = getattr(failure.value, "reasons", None) or []
+    if any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons):
+        return Failure(CancelledError())
+    return failure
+
+
+def _no_cookies() -> IndexableCookieJar:
+    """Bots share a process: a cookie set by one bot server is never sent anywhere."""
+    return IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _reason(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        return "; ".join(f.getErrorMessage() for f in reasons if isinstance(f, Failure))
+    return str(error) or type(error).__name__

@@ -95,6 +95,13 @@ def unique_queue(prefix: str = "zqtest") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def rabbitmq_available(host: str = "127.0.0.1", port: int = 5672) -> bool:
     try:
         with socket.create_connection((host, port), timeout=2):

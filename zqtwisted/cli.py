@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
+from twisted.logger import LogLevel
 
 from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
 from zqtwisted.check import UNKNOWN, CheckSettings, check_consumers, run_check
@@ -26,6 +27,7 @@ from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.deadletter import describe, failed_queue
 from zqtwisted.errors import WorkerDeclarationError
 from zqtwisted.health import DEFAULT_HTTP_ENDPOINT
+from zqtwisted.logs import register_config_secrets, setup_logging
 from zqtwisted.publisher import encode_event
 from zqtwisted.top import metrics_url_for, run_top
 from zqtwisted.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(EXIT_USAGE) from None
     command = COMMANDS[args.command]
     args.config_obj = config
+    register_config_secrets(config)
+    setup_logging(sys.stderr, level=LogLevel.warn)
     react(lambda reactor: ensureDeferred(_run(reactor, config, command, args)))
 
 
@@ -96,6 +100,7 @@ async def _run(reactor: Any, config: Config, command: Command, args: argparse.Na
     from zqtwisted.amqp import AMQPBroker
 
     broker = AMQPBroker(reactor, config.broker)
+    args.clock = reactor
     broker.startService()
     try:
         session = await broker.session(CONNECT_TIMEOUT)
@@ -195,7 +200,7 @@ async def cmd_replay(broker: Broker, session: BrokerSession, args: argparse.Name
 async def cmd_check(broker: Broker, session: BrokerSession, args: argparse.Namespace, out: TextIO) -> int:
     config: Config = args.config_obj
     counts = await all_counts(session, enabled_queues(config))
-    now = broker.reactor.seconds()  # type: ignore[attr-defined]
+    now = args.clock.seconds()
     if args.consumers:
         code, text = check_consumers(counts, counts.keys(), now)
     else:
@@ -211,9 +216,8 @@ async def cmd_top(broker: Broker, session: BrokerSession, args: argparse.Namespa
     def sample() -> Deferred[Mapping[str, tuple[int, int]]]:
         return Deferred.fromCoroutine(all_counts(session, queues))
 
-    reactor = broker.reactor  # type: ignore[attr-defined]
     await run_top(
-        reactor,
+        args.clock,
         sample,
         metrics_url_for(args.http or config.workers.http or DEFAULT_HTTP_ENDPOINT),
         interval=args.interval,

@@ -25,7 +25,6 @@ from zqtwisted.broker import (
     BrokerUnavailable,
     ConsumerChannel,
     Delivery,
-    PublishFailed,
     SessionListener,
 )
 
@@ -165,9 +164,8 @@ class MemorySession:
             return fail(BrokerUnavailable("connection closed"))
         if self.broker.publish_error is not None:
             return fail(self.broker.publish_error)
-        if queue not in self.broker.queues:
-            return fail(PublishFailed(f"unroutable: no queue {queue!r}"))
-        self.broker.queues[queue].append(StoredMessage(bytes(body), dict(headers or {})))
+        # Like AMQPSession.publish, declare the queue (durable) before publishing to it.
+        self.broker.queues.setdefault(queue, deque()).append(StoredMessage(bytes(body), dict(headers or {})))
         self.broker.published.append((queue, bytes(body), dict(headers or {})))
         self.broker._schedule()
         return succeed(None)

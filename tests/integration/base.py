@@ -21,7 +21,7 @@ from zqtwisted.deadletter import failed_queue
 from zqtwisted.service import WorkerService
 from zqtwisted.tap import build_service
 
-ITEST_QUEUES = ("zq_itest_record", "zq_itest_flaky", "zq_itest_batch")
+ITEST_QUEUES = ("zq_itest_record", "zq_itest_flaky", "zq_itest_batch", "zq_itest_faulty")
 
 
 class IntegrationCase(unittest.TestCase):

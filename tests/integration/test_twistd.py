@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +17,11 @@ from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
 from tests.contract import inline
+from tests.helpers import free_port
 from tests.integration.base import IntegrationCase
 
 REPO = Path(__file__).resolve().parents[2]
 TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TwistdTests(IntegrationCase):

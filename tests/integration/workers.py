@@ -8,13 +8,14 @@ across process restarts.
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from zqtwisted.errors import TransientError
+from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, assign_queue
 
 
@@ -41,14 +42,31 @@ class RecordWorker(QueueProcessingWorker):
 
 @assign_queue("zq_itest_flaky", is_test_queue=True)
 class FlakyWorker(QueueProcessingWorker):
-    """Fails transiently when ``failed_tries`` is below the event's ``fail_times``."""
+    """Fails transiently on a fixed share of attempts (``fail_rate``), decided per (id, attempt)."""
 
     concurrency = 50
 
     def consume(self, event: Event) -> None:
-        if event.get("failed_tries", 0) < event.get("fail_times", 0):
+        attempt = f"{event['id']}-{event.get('failed_tries', 0)}"
+        if random.Random(attempt).random() < event.get("fail_rate", 0.0):
             raise TransientError("flaky")
         record([event["id"]])
+
+
+@assign_queue("zq_itest_faulty", is_test_queue=True)
+class FaultyWorker(QueueProcessingWorker):
+    """``"fault": "permanent"`` raises PermanentError; ``"fault": "hang"`` never finishes."""
+
+    concurrency = 10
+
+    def consume(self, event: Event) -> Deferred[None] | None:
+        fault = event.get("fault")
+        if fault == "permanent":
+            raise PermanentError(f"event {event['id']} cannot be handled")
+        if fault == "hang":
+            return Deferred()
+        record([event["id"]])
+        return None
 
 
 @assign_queue("zq_itest_batch", is_test_queue=True)

@@ -33,7 +33,8 @@ from zqtwisted.top import metrics_url_for, run_top
 from zqtwisted.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-CONNECT_TIMEOUT = 15.0
+# Beyond the connect deadline, time for one reconnect attempt.
+CONNECT_GRACE = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,7 +104,7 @@ async def _run(reactor: Any, config: Config, command: Command, args: argparse.Na
     args.clock = reactor
     broker.startService()
     try:
-        session = await broker.session(CONNECT_TIMEOUT)
+        session = await broker.session(config.broker.connect_timeout + CONNECT_GRACE)
         code = await command(broker, session, args, sys.stdout)
     except BrokerUnavailable as e:
         if command is cmd_check:

@@ -136,10 +136,11 @@ def build_service(
     broker.add_listener(readiness)
     metrics.add_runner_state(lambda: {r.queue: (r.in_flight, r.held) for r in runners})
     stats.start(names)
+    threshold = config.workers.blocked_reactor_seconds
+    probe = ReactorLagProbe(reactor, threshold=threshold, sink=metrics, watchdog=BlockedReactorWatchdog(threshold))
+    probe.setServiceParent(service)  # runs with or without the HTTP endpoint
     endpoint = config.workers.http if http_endpoint is None else http_endpoint
     if endpoint:
-        threshold = config.workers.blocked_reactor_seconds
-        probe = ReactorLagProbe(reactor, threshold=threshold, sink=metrics, watchdog=BlockedReactorWatchdog(threshold))
         make_http_service(endpoint, reactor, metrics.registry, readiness, probe).setServiceParent(service)
     return service
 

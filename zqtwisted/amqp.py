@@ -44,7 +44,7 @@ PERSISTENT = 2
 
 def connection_parameters(settings: BrokerSettings) -> pika.ConnectionParameters:
     """pika's parameters for ``settings.url`` (host and port are used by the endpoint)."""
-    params = pika.URLParameters(settings.url)
+    params = pika.URLParameters(settings.connection_url())
     params.heartbeat = settings.heartbeat
     params.blocked_connection_timeout = None
     params.ssl_options = None  # Twisted does TLS for amqps://
@@ -337,7 +337,9 @@ class AMQPBroker(Service):
         )
 
     def _retry_delay(self, attempt: int) -> float:
-        ceiling = min(self.settings.reconnect_max_delay, self.settings.reconnect_initial_delay * 2 ** min(attempt, 30))
+        # ``attempt`` counts the failed attempts in a row (1 after the first failure).
+        exponent = min(max(attempt - 1, 0), 30)
+        ceiling = min(self.settings.reconnect_max_delay, self.settings.reconnect_initial_delay * 2**exponent)
         delay = ceiling / 2 + self._rand() * ceiling / 2
         self.log.info(
             "Connecting to {url} again in {delay:.1f}s (attempt {attempt})",

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 T = TypeVar("T")
 
@@ -57,6 +57,18 @@ class BrokerSettings:
     reconnect_max_delay: float = 30.0
     # How long a publish made while disconnected waits for a connection.
     publish_timeout: float = 30.0
+    # A file holding the broker password; it replaces the password in the URL.
+    password_file: str = ""
+
+    def connection_url(self) -> str:
+        """The URL to connect with: the password from ``password_file`` when one is named."""
+        if not self.password_file:
+            return self.url
+        password = quote(read_secret("", self.password_file, "broker.password"), safe="")
+        parts = urlsplit(self.url)
+        user = parts.username or "guest"
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return parts._replace(netloc=f"{user}:{password}@{host}").geturl()
 
     def validate(self, path: str) -> None:
         parts = urlsplit(self.url)

@@ -92,6 +92,14 @@ class ConfigTests(unittest.TestCase):
         config = load_config(str(path), environ={})
         self.assertIn("outgoing_webhooks", config.queues)
 
+    def test_broker_password_from_file(self) -> None:
+        """[broker] password_file supplies the password, kept out of the URL in the file."""
+        secret = Path(self.mktemp())
+        secret.write_text("p@ss/word\n")
+        config = parse_config({"broker": {"url": "amqp://zulip@mq/%2F", "password_file": str(secret)}})
+        self.assertEqual(config.broker.connection_url(), "amqp://zulip:p%40ss%2Fword@mq/%2F")
+        self.assertEqual(config.broker.url, "amqp://zulip@mq/%2F")
+
     def test_redact_url(self) -> None:
         """Broker URLs are logged with the password masked."""
         self.assertEqual(redact_url("amqp://zulip:s3cret@mq:5672/%2F"), "amqp://zulip:***@mq:5672/%2F")

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
@@ -385,3 +387,31 @@ class StopTests(unittest.TestCase):
         h.broker.flush()
         self.assertEqual(h.clock.getDelayedCalls(), [])
         self.assertEqual(h.waiting(), [{"n": 1}])
+
+
+class GeneratedBodyTests(unittest.TestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        bodies=st.lists(
+            st.one_of(
+                st.binary(max_size=300),
+                st.text(max_size=100).map(str.encode),
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children),
+                    max_leaves=10,
+                ).map(lambda v: json.dumps(v).encode()),
+            ),
+            max_size=20,
+        )
+    )
+    def test_any_body_is_consumed_or_dead_lettered(self, bodies: list[bytes]) -> None:
+        """Whatever the bodies, each is consumed or dead-lettered, all are acked, nothing crashes."""
+        h = Harness(Recorder, max_body_bytes=200)
+        h.publish(*bodies)
+        self.assertEqual(len(h.worker.seen) + len(h.dead()), len(bodies))
+        for body, headers in h.dead():
+            self.assertEqual(headers["x-zq-reason"], "malformed", body)
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(h.broker.messages("q"), [])
+        self.flushLoggedErrors()

@@ -1,3 +1,9 @@
 """The shipped consumers; importing this package registers their queues."""
 
-from zqtwisted.consumers import email_senders, outgoing_webhooks, test_queues  # noqa: F401
+from zqtwisted.consumers import (  # noqa: F401
+    email_senders,
+    missedmessage_emails,
+    outgoing_webhooks,
+    push_notifications,
+    test_queues,
+)

@@ -1,0 +1,159 @@
+"""The missedmessage_emails consumer under the real runner (MemoryBroker + Clock)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import types
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import Harness
+from tests.missedmessage_fixtures import stream_event
+from zqtwisted.config import ConfigError
+from zqtwisted.consumers.missedmessage_emails import MissedMessageWorker
+from zqtwisted.deadletter import H_MESSAGE
+from zqtwisted.missedmessage.settings import MissedMessageSettings
+from zqtwisted.missedmessage.store import MemoryStore
+from zqtwisted.worker import get_worker_class
+
+
+class HoldingStore(MemoryStore):
+    """A MemoryStore whose add() commits only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting: list[tuple[Deferred[float], Deferred[float]]] = []
+
+    def add(self, event: Any, now: float, period: float) -> Deferred[float]:
+        if not self.hold:
+            return super().add(event, now, period)
+        d: Deferred[float] = Deferred()
+        self.waiting.append((d, super().add(event, now, period)))
+        return d
+
+    def commit(self) -> None:
+        for d, result in self.waiting:
+            result.chainDeferred(d)
+        self.waiting = []
+
+
+class MissedMessageHarness:
+    def __init__(self, test: TestCase, worker_num: int | None = None, start: bool = True, **settings: Any) -> None:
+        queue = "missedmessage_emails" if worker_num is None else f"missedmessage_emails_shard{worker_num}"
+        self.h = Harness(MissedMessageWorker, queue=queue)
+        test.addCleanup(shutil.rmtree, self.h.tmp, True)
+        self.store = HoldingStore()
+        self.logged: list[dict[str, Any]] = []
+        config = dataclasses.replace(
+            self.h.config, sections=types.MappingProxyType({"missedmessage": MissedMessageSettings(**settings)})
+        )
+        worker = self.h.worker
+        assert isinstance(worker, MissedMessageWorker)
+        self.worker = worker
+        worker.context = dataclasses.replace(
+            worker.context, config=config, worker_num=worker_num, extras={"missedmessage_store": self.store}
+        )
+        worker.log = Logger(observer=self.logged.append)
+        if start:
+            test.successResultOf(worker.start())
+            test.addCleanup(worker.stop)
+
+    def published(self, queue: str) -> list[dict[str, Any]]:
+        return [json.loads(body) for q, body, _ in self.h.broker.published if q == queue]
+
+
+class ConsumerTests(TestCase):
+    def test_registered_and_sharded(self) -> None:
+        """The queue is registered, sharded (NAME_shardN under --worker-num)."""
+        self.assertIs(get_worker_class("missedmessage_emails"), MissedMessageWorker)
+        self.assertTrue(MissedMessageWorker.sharded)
+
+    def test_acked_only_after_commit(self) -> None:
+        """The event stays unacked until its row is committed."""
+        m = MissedMessageHarness(self)
+        m.store.hold = True
+        m.h.publish(stream_event(10, 1))
+        self.assertEqual(m.h.broker.unacked(m.h.queue), 1)
+        m.store.commit()
+        m.h.broker.flush()
+        self.assertEqual(m.h.broker.unacked(m.h.queue), 0)
+        self.assertEqual(len(self.successResultOf(m.store.rows(10))), 1)
+        self.assertEqual(m.worker.scheduler.due_at(10) if m.worker.scheduler else None, m.h.clock.seconds() + 120)
+
+    def test_end_to_end_to_email_senders(self) -> None:
+        """Two notifications of one topic become one email event on email_senders when due."""
+        m = MissedMessageHarness(self, default_batching_period=30)
+        m.h.publish(stream_event(10, 1), stream_event(10, 2, topic="lunch"))
+        m.h.advance(29)
+        self.assertEqual(m.published("email_senders"), [])
+        m.h.advance(1)
+        (email,) = m.published("email_senders")
+        self.assertEqual(email["to_emails"], ["hamlet@example.com"])
+        self.assertEqual(len(email["context"]["conversations"][0]["messages"]), 2)
+        self.assertEqual(self.successResultOf(m.store.rows(10)), [])
+
+    def test_malformed_event_dead_lettered(self) -> None:
+        """An invalid event is dead-lettered with the reason, without being stored."""
+        m = MissedMessageHarness(self)
+        bad = stream_event(10, 1)
+        del bad["user"]
+        m.h.publish(bad)
+        ((_, headers),) = m.h.dead()
+        self.assertIn("missing field 'user'", headers[H_MESSAGE])
+        self.assertEqual(self.successResultOf(m.store.rows(10)), [])
+
+    def test_store_failure_is_retried(self) -> None:
+        """A store failure makes the event transient: it is re-published with failed_tries."""
+        m = MissedMessageHarness(self)
+        m.store.fail_next(OSError("database is locked"))
+        m.h.publish(stream_event(10, 1))
+        m.h.advance(60)
+        self.assertEqual(m.h.dead(), [])
+        self.assertEqual(len(self.successResultOf(m.store.rows(10))), 1)
+        self.assertEqual(self.successResultOf(m.store.rows(10))[0].event.get("failed_tries"), None)
+
+    def test_stop_closes_store(self) -> None:
+        """stop() cancels the timers and closes the store."""
+        m = MissedMessageHarness(self)
+        m.h.publish(stream_event(10, 1))
+        self.successResultOf(m.worker.stop())
+        self.assertFalse(m.store.is_open)
+        self.assertEqual(m.h.clock.getDelayedCalls(), [])
+
+
+class ShardingTests(TestCase):
+    def test_shard_worker_keeps_own_users_and_routes_others(self) -> None:
+        """Worker 2 of 2 keeps odd users; an event of another shard is routed to its queue."""
+        m = MissedMessageHarness(self, worker_num=2, shards=2)
+        m.h.publish(stream_event(11, 1), stream_event(10, 2))
+        self.assertEqual(len(self.successResultOf(m.store.rows(11))), 1)
+        self.assertEqual(self.successResultOf(m.store.rows(10)), [])
+        (routed,) = m.published("missedmessage_emails_shard1")
+        self.assertEqual(routed["message_id"], 2)
+        self.assertEqual(m.h.broker.unacked(m.h.queue), 0)
+
+    def test_router_without_worker_num(self) -> None:
+        """With shards > 1 and no --worker-num, the worker only routes (no store is opened)."""
+        m = MissedMessageHarness(self, shards=3)
+        m.h.publish(stream_event(10, 1), stream_event(11, 2), stream_event(12, 3))
+        self.assertFalse(m.store.is_open)
+        self.assertEqual([e["message_id"] for e in m.published("missedmessage_emails_shard2")], [1])
+        self.assertEqual([e["message_id"] for e in m.published("missedmessage_emails_shard3")], [2])
+        self.assertEqual([e["message_id"] for e in m.published("missedmessage_emails_shard1")], [3])
+
+    def test_worker_num_out_of_range(self) -> None:
+        """--worker-num beyond [missedmessage] shards stops start-up with a ConfigError."""
+        m = MissedMessageHarness(self, worker_num=3, shards=2, start=False)
+        with self.assertRaises(ConfigError):
+            m.worker.start()
+
+    def test_worker_num_without_shards_warns(self) -> None:
+        """--worker-num with shards = 1 warns that nothing publishes to the shard queue."""
+        m = MissedMessageHarness(self, worker_num=1)
+        self.assertTrue(any("shards = 1" in str(e.get("log_format")) for e in m.logged))

@@ -1,0 +1,272 @@
+"""Tests for zqtwisted.consumers.push_notifications under the runner (MemoryBroker + Clock)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+import types
+from collections import deque
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import Harness
+from tests.unit.test_push_payload import dm_event, remove_event
+from zqtwisted.config import Config, QueueSettings
+from zqtwisted.consumers.push_notifications import PushNotificationsWorker
+from zqtwisted.push.bouncer import BouncerRefused, BouncerResult, BouncerRetryLater, LogBackend
+from zqtwisted.push.payload import Notification
+from zqtwisted.push.settings import PushSettings
+from zqtwisted.push.sharding import QUEUE
+from zqtwisted.tap import queue_for
+from zqtwisted.worker import WorkerContext, get_worker_class
+
+HOLD = "hold"
+BOUNCER = PushSettings(bouncer_url="https://push.example.com", server_uuid="u", api_key="k")
+
+
+class ScriptedBackend:
+    """A push backend whose answers the test scripts; succeeds by default."""
+
+    name = "bouncer"
+
+    def __init__(self) -> None:
+        self.sent: list[Notification] = []
+        self.cancelled: list[Notification] = []
+        self.pending: list[Deferred[BouncerResult | None]] = []
+        self.closed = False
+        self._script: deque[BaseException | str] = deque()
+
+    def fail_next(self, error: BaseException, times: int = 1) -> None:
+        self._script.extend(copy.copy(error) for _ in range(times))
+
+    def hold_next(self, times: int = 1) -> None:
+        self._script.extend([HOLD] * times)
+
+    def send(self, notification: Notification) -> Deferred[BouncerResult | None]:
+        self.sent.append(notification)
+        step = self._script.popleft() if self._script else None
+        if step == HOLD:
+            d: Deferred[BouncerResult | None] = Deferred(lambda _: self.cancelled.append(notification))
+            self.pending.append(d)
+            return d
+        if isinstance(step, BaseException):
+            return fail(step)
+        return succeed(BouncerResult(total_android_devices=1, total_apple_devices=2))
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        return succeed(None)
+
+
+class PushHarness:
+    """The push worker under a runner, its backend scripted, its log lines captured."""
+
+    def __init__(self, test: TestCase, backend: Any = None, settings: PushSettings = BOUNCER) -> None:
+        self.h = Harness(PushNotificationsWorker, queue=QUEUE)
+        test.addCleanup(shutil.rmtree, self.h.tmp, True)
+        self.backend = ScriptedBackend() if backend is None else backend
+        self.logged: list[dict[str, Any]] = []
+        worker = self.h.worker
+        assert isinstance(worker, PushNotificationsWorker)
+        self.worker = worker
+        config = dataclasses.replace(self.h.config, sections=types.MappingProxyType({"push": settings}))
+        extras = {"push_backend": self.backend} if self.backend is not False else {}
+        worker.context = dataclasses.replace(worker.context, config=config, extras=extras)
+        worker.log = Logger(observer=self.logged.append)
+        worker.start()
+
+    def lines(self, level: LogLevel | None = None) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.logged if level is None or e["log_level"] == level]
+
+    def dead(self) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [(json.loads(body), headers) for body, headers in self.h.dead()]
+
+
+class DeclarationTests(TestCase):
+    def test_registered_sharded_with_zulips_limits(self) -> None:
+        """The queue is sharded, 50 in flight, 3 retries, and a consume timeout beyond the 15 s deadline."""
+        cls = get_worker_class(QUEUE)
+        self.assertIs(cls, PushNotificationsWorker)
+        self.assertTrue(cls.sharded)
+        self.assertEqual((cls.concurrency, cls.max_retries), (50, 3))
+        assert cls.max_consume_seconds is not None
+        self.assertGreater(cls.max_consume_seconds, PushSettings().timeout)
+
+    def test_worker_num_consumes_its_shard(self) -> None:
+        """--worker-num 2 consumes missedmessage_mobile_notifications_shard2; none, the plain queue."""
+        self.assertEqual(queue_for(QUEUE, 2), f"{QUEUE}_shard2")
+        self.assertEqual(queue_for(QUEUE, None), QUEUE)
+
+
+class DeliveryTests(TestCase):
+    def test_add_is_sent_and_acked(self) -> None:
+        """An add event is sent once through the backend and acked; Zulip's log lines are written."""
+        p = PushHarness(self)
+        p.h.publish(dm_event())
+        (n,) = p.backend.sent
+        self.assertEqual((n.kind, n.user_id, n.message_ids), ("add", 10, (501,)))
+        self.assertEqual((p.h.waiting(), p.h.dead()), ([], []))
+        self.assertIn(
+            "Sent mobile push notifications for user 10 through bouncer: 1 via FCM devices, 2 via APNs devices",
+            p.lines(),
+        )
+        self.assertIn("Sending push notifications to mobile clients for user 10", p.lines())
+
+    def test_remove_is_sent(self) -> None:
+        """A remove event is sent as a remove."""
+        p = PushHarness(self)
+        p.h.publish(remove_event())
+        (n,) = p.backend.sent
+        self.assertEqual((n.kind, n.message_ids), ("remove", (501, 502)))
+
+    def test_many_in_flight(self) -> None:
+        """Up to 50 deliveries are in flight at once; the rest wait for a free slot."""
+        p = PushHarness(self)
+        p.backend.hold_next(60)
+        p.h.publish(*[dm_event(user_profile_id=i) for i in range(60)])
+        self.assertEqual(len(p.backend.sent), 50)
+        for d in list(p.backend.pending):
+            d.callback(None)
+        self.assertEqual(len(p.backend.sent), 60)
+        for d in p.backend.pending[50:]:
+            d.callback(None)
+        self.assertEqual((p.h.waiting(), p.h.dead()), ([], []))
+
+
+class FailureTests(TestCase):
+    def test_retry_later_then_success(self) -> None:
+        """Two 'retry later' answers, then success: delivered on the third attempt, nothing dead-lettered."""
+        p = PushHarness(self)
+        p.backend.fail_next(BouncerRetryLater("Received 503 from push notification bouncer"), times=2)
+        p.h.publish(dm_event())
+        for _ in range(2):
+            p.h.advance(60)
+        self.assertEqual(len(p.backend.sent), 3)
+        self.assertEqual((p.h.waiting(), p.h.dead()), ([], []))
+
+    def test_retries_exhausted(self) -> None:
+        """Always 'retry later': 4 attempts, then Zulip's warning and the dead-letter queue."""
+        p = PushHarness(self)
+        p.backend.fail_next(BouncerRetryLater("Received 502 from push notification bouncer"), times=10)
+        p.h.publish(dm_event())
+        for _ in range(4):
+            p.h.advance(60)
+        self.assertEqual(len(p.backend.sent), 4)
+        ((event, headers),) = p.dead()
+        self.assertEqual((event["user_profile_id"], event["failed_tries"]), (10, 3))
+        self.assertEqual(headers["x-zq-reason"], "retries-exhausted")
+        self.assertIn("Maximum retries exceeded for trigger:10 event:push_notification", p.lines(LogLevel.warn))
+        self.assertEqual(len(self.flushLoggedErrors(BouncerRetryLater)), 1)
+
+    def test_4xx_dead_lettered_with_code(self) -> None:
+        """A refusal is not retried: dead-lettered at once with the bouncer's code in the message."""
+        p = PushHarness(self)
+        p.backend.fail_next(BouncerRefused(400, "INVALID_ZULIP_SERVER", "Zulip server auth failure"))
+        p.h.publish(dm_event())
+        self.assertEqual(len(p.backend.sent), 1)
+        ((_, headers),) = p.dead()
+        self.assertEqual((headers["x-zq-reason"], headers["x-zq-exception"]), ("permanent", "BouncerRefused"))
+        self.assertIn("code INVALID_ZULIP_SERVER", headers["x-zq-message"])
+        self.assertEqual(p.lines(LogLevel.warn), [])
+        self.assertEqual(len(self.flushLoggedErrors(BouncerRefused)), 1)
+
+    def test_push_disallowed_warning(self) -> None:
+        """PUSH_NOTIFICATIONS_DISALLOWED is logged with Zulip's warning."""
+        p = PushHarness(self)
+        p.backend.fail_next(BouncerRefused(403, "PUSH_NOTIFICATIONS_DISALLOWED", "Your plan doesn't allow it"))
+        p.h.publish(dm_event())
+        self.assertIn("Bouncer refused to send push notification: Your plan doesn't allow it", p.lines(LogLevel.warn))
+        self.flushLoggedErrors(BouncerRefused)
+
+    def test_malformed_event(self) -> None:
+        """A malformed event is dead-lettered with the reason and never sent."""
+        p = PushHarness(self)
+        p.h.publish(dm_event(user_profile_id="ten"))
+        self.assertEqual(p.backend.sent, [])
+        ((_, headers),) = p.dead()
+        self.assertEqual(headers["x-zq-reason"], "malformed")
+        self.assertIn("user_profile_id: expected an integer", headers["x-zq-message"])
+
+    def test_consume_timeout_cancels_the_request(self) -> None:
+        """A send still running at max_consume_seconds is cancelled (its I/O stopped) and dead-lettered."""
+        p = PushHarness(self)
+        p.backend.hold_next()
+        p.h.publish(dm_event())
+        p.h.advance(29.9)
+        self.assertEqual(p.backend.cancelled, [])
+        p.h.advance(0.1)
+        self.assertEqual(len(p.backend.cancelled), 1)
+        ((_, headers),) = p.dead()
+        self.assertEqual(headers["x-zq-reason"], "timeout")
+
+
+class BackendChoiceTests(TestCase):
+    def test_log_backend_without_bouncer(self) -> None:
+        """Without a bouncer the worker warns at start and logs each notification instead of sending it."""
+        p = PushHarness(self, backend=False, settings=PushSettings())
+        self.assertIsInstance(p.worker.backend, LogBackend)
+        self.assertTrue(any("not configured" in line for line in p.lines(LogLevel.warn)))
+        p.h.publish(dm_event())
+        self.assertEqual((p.h.waiting(), p.h.dead()), ([], []))
+
+    def test_stop_closes_the_backend(self) -> None:
+        """Stopping the worker closes its backend."""
+        p = PushHarness(self)
+        self.successResultOf(Deferred.fromCoroutine(_maybe(p.worker.stop())))
+        self.assertTrue(p.backend.closed)
+
+
+async def _maybe(d: Deferred[None] | None) -> None:
+    if d is not None:
+        await d
+
+
+class ConfigurationProblemTests(TestCase):
+    def problems(
+        self, worker_num: int | None = None, queue_settings: QueueSettings | None = None, **push: Any
+    ) -> list[str]:
+        settings = dataclasses.replace(BOUNCER, **push)
+        queue = queue_for(QUEUE, worker_num)
+        config = Config(
+            sections=types.MappingProxyType({"push": settings}),
+            queues=types.MappingProxyType({QUEUE: queue_settings or QueueSettings()}),
+        )
+        context = WorkerContext(
+            reactor=Clock(),
+            config=config,
+            publisher=None,  # type: ignore[arg-type]
+            queue=queue,
+            worker_num=worker_num,
+            extras={"push_backend": ScriptedBackend()},
+        )
+        return PushNotificationsWorker(context).configuration_problems()
+
+    def test_consistent_settings(self) -> None:
+        """Shards 3 with worker 2, or no sharding without a worker number: no problem."""
+        self.assertEqual(self.problems(worker_num=2, shards=3), [])
+        self.assertEqual(self.problems(), [])
+
+    def test_sharding_mismatches(self) -> None:
+        """A worker number without shards, beyond the shards, or missing with shards is reported."""
+        self.assertIn("run it without --worker-num", self.problems(worker_num=1)[0])
+        self.assertIn("outside 1..3", self.problems(worker_num=4, shards=3)[0])
+        self.assertIn("start one per --worker-num", self.problems(shards=3)[0])
+
+    def test_deadline_must_fit_in_the_consume_timeout(self) -> None:
+        """max_consume_seconds at or below the bouncer's deadline is reported; "none" is fine."""
+        (problem,) = self.problems(queue_settings=QueueSettings(max_consume_seconds=15))
+        self.assertIn("does not exceed the bouncer's deadline", problem)
+        self.assertEqual(self.problems(queue_settings=QueueSettings(max_consume_seconds="none")), [])
+
+    def test_concurrency_beyond_connections(self) -> None:
+        """A concurrency above max_connections is reported."""
+        (problem,) = self.problems(queue_settings=QueueSettings(concurrency=200))
+        self.assertIn("exceeds [push] max_connections = 100", problem)

@@ -35,6 +35,7 @@ from zqtwisted.broker import (
     Delivery,
     PublishFailed,
     SessionListener,
+    SessionWaiters,
 )
 from zqtwisted.config import BrokerSettings, redact_url
 from zqtwisted.reactor import ReactorLike
@@ -325,7 +326,7 @@ class AMQPBroker(Service):
         self._listeners: list[SessionListener] = []
         self._session: AMQPSession | None = None
         self._sessions: dict[_Protocol, AMQPSession] = {}
-        self._waiting: list[Deferred[BrokerSession]] = []
+        self._waiting = SessionWaiters(reactor)
         self._rand = rand
         self.reconnects = 0
         self._service = ClientService(
@@ -377,9 +378,7 @@ class AMQPBroker(Service):
         def ready(_: object) -> None:
             self._session = session
             self.log.info("Connected to {url}", url=redact_url(self.settings.url))
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(session)
+            self._waiting.fire(session)
 
         return gatherResults(started, consumeErrors=True).addCallback(ready)
 
@@ -421,11 +420,7 @@ class AMQPBroker(Service):
         session = self.current_session()
         if session is not None:
             return succeed(session)
-        d: Deferred[BrokerSession] = Deferred(lambda d: self._waiting.remove(d))
-        self._waiting.append(d)
-        if timeout is not None:
-            d.addTimeout(timeout, self.reactor, onTimeoutCancel=_unavailable)
-        return d
+        return self._waiting.wait(timeout)
 
     def publish(
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
@@ -458,12 +453,6 @@ class AMQPBroker(Service):
         super().stopService()
         session = self._session
         self._session = None
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(BrokerUnavailable("the broker service stopped"))
+        self._waiting.fail(BrokerUnavailable("the broker service stopped"))
         closing = session.close() if session is not None else succeed(None)
         return closing.addBoth(lambda _: self._service.stopService()).addBoth(lambda _: None)
-
-
-def _unavailable(result: object, timeout: float) -> None:
-    raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 
 class BrokerUnavailable(Exception):
@@ -103,6 +104,35 @@ class Broker(Protocol):
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> Deferred[None]:
         """Publish through the current or next session, confirmed, within ``timeout``."""
+
+
+class SessionWaiters:
+    """Callers waiting for the next session, each wait bounded by its own timeout."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._waiting: list[Deferred[BrokerSession]] = []
+
+    def wait(self, timeout: float | None) -> Deferred[BrokerSession]:
+        d: Deferred[BrokerSession] = Deferred(lambda d: self._waiting.remove(d))
+        self._waiting.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, self._clock, onTimeoutCancel=_no_session_within)
+        return d
+
+    def fire(self, session: BrokerSession) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(session)
+
+    def fail(self, reason: Exception) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(reason)
+
+
+def _no_session_within(result: object, timeout: float) -> None:
+    raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")
 
 
 class AckTracker:

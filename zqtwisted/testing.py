@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
+from twisted.protocols.policies import WrappingFactory
 
 from zqtwisted.broker import (
     AckTracker,
@@ -26,6 +27,7 @@ from zqtwisted.broker import (
     ConsumerChannel,
     Delivery,
     SessionListener,
+    SessionWaiters,
 )
 
 _sequence = itertools.count()
@@ -211,7 +213,7 @@ class MemoryBroker:
         self.publish_error: Exception | None = None
         self._listeners: list[SessionListener] = []
         self._session: MemorySession | None = None
-        self._waiting: list[Deferred[BrokerSession]] = []
+        self._waiting = SessionWaiters(self.clock)
         self._scheduled = False
         self.running = False
 
@@ -236,9 +238,7 @@ class MemoryBroker:
 
         def ready(_: object) -> None:
             self._session = session
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(session)
+            self._waiting.fire(session)
 
         return gatherResults(started, consumeErrors=True).addCallback(ready)
 
@@ -263,11 +263,7 @@ class MemoryBroker:
     def session(self, timeout: float | None = None) -> Deferred[BrokerSession]:
         if self._session is not None:
             return succeed(self._session)
-        d: Deferred[BrokerSession] = Deferred(lambda d: self._waiting.remove(d))
-        self._waiting.append(d)
-        if timeout is not None:
-            d.addTimeout(timeout, self.clock, onTimeoutCancel=_unavailable)
-        return d
+        return self._waiting.wait(timeout)
 
     def publish(
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
@@ -312,5 +308,26 @@ class MemoryBroker:
                         progress = True
 
 
-def _unavailable(result: object, timeout: float) -> None:
-    raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")
+class TrackingFactory(WrappingFactory):
+    """Wraps a server factory and knows its open connections, to close them all in a test."""
+
+    def __init__(self, factory: Any) -> None:
+        super().__init__(factory)
+        self._idle: list[Deferred[None]] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def close_all(self) -> Deferred[None]:
+        """Abort every open connection; fires once all are closed."""
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        for protocol in list(self.protocols):
+            protocol.transport.abortConnection()
+        return d

@@ -17,7 +17,7 @@ from tests.helpers import require_rabbitmq
 from tests.integration.proxy import CuttableProxy
 from zqtwisted.amqp import AMQPBroker
 from zqtwisted.config import BrokerSettings, Config, PathSettings, QueueSettings, WorkerSettings
-from zqtwisted.deadletter import failed_queue
+from zqtwisted.deadletter import describe, failed_queue
 from zqtwisted.service import WorkerService
 from zqtwisted.tap import build_service
 
@@ -103,6 +103,15 @@ class IntegrationCase(unittest.TestCase):
                 return
             await deferLater(reactor, step, lambda: None)
         self.fail(f"condition not reached within {timeout}s")
+
+    async def dead_letters(self, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
+        """Take every message of ``{queue}.failed`` (acked: the test owns them)."""
+        session = await self.direct.session(30)
+        taken = []
+        while (delivery := await session.get(failed_queue(queue))) is not None:
+            taken.append((delivery.body, describe(delivery.headers)))
+            delivery.ack()
+        return taken
 
     async def counts(self, queue: str) -> tuple[int, int]:
         session = await self.direct.session(30)

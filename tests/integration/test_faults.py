@@ -21,22 +21,13 @@ from tests.contract import inline
 from tests.helpers import free_port
 from tests.integration.base import IntegrationCase
 from zqtwisted.config import QueueSettings
-from zqtwisted.deadletter import describe, failed_queue
+from zqtwisted.deadletter import failed_queue
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_RETRIES = {"retry_base": 0.01, "retry_cap": 0.2}
 
 
 class FaultTests(IntegrationCase):
-    async def dead_letters(self, queue: str) -> list[tuple[bytes, dict[str, object]]]:
-        """Take every message of ``{queue}.failed`` (acked: the test owns them)."""
-        session = await self.direct.session(30)
-        taken = []
-        while (delivery := await session.get(failed_queue(queue))) is not None:
-            taken.append((delivery.body, describe(delivery.headers)))
-            delivery.ack()
-        return taken
-
     @inline
     async def test_transient_failures_on_30_percent_of_attempts(self) -> None:
         """2,000 events, 30% of attempts failing transiently: all processed, none dead-lettered."""

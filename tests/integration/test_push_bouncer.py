@@ -32,7 +32,7 @@ from tests.integration.base import IntegrationCase
 from tests.unit.test_push_payload import dm_event, remove_event
 from zqtwisted.config import Config, QueueSettings
 from zqtwisted.consumers.push_notifications import PushNotificationsWorker
-from zqtwisted.deadletter import describe, failed_queue
+from zqtwisted.deadletter import failed_queue
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.bouncer import BouncerRefused, BouncerRetryLater
 from zqtwisted.push.payload import build_notification, parse_event
@@ -181,14 +181,6 @@ class PushServiceTests(BouncerMixin, IntegrationCase):
         service.startService()
         await self.until(lambda: service.ready, timeout=30)
         return service
-
-    async def dead_letters(self, queue: str) -> list[tuple[bytes, dict[str, Any]]]:
-        session = await self.direct.session(30)
-        taken = []
-        while (delivery := await session.get(failed_queue(queue))) is not None:
-            taken.append((delivery.body, describe(delivery.headers)))
-            delivery.ack()
-        return taken
 
     def collect_lines(self) -> LineCollector:
         collector = LineCollector()

@@ -16,7 +16,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
-from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -29,7 +28,7 @@ from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.errors import TransientError
 from zqtwisted.retry import BackoffPolicy
 from zqtwisted.runner import QueueRunner, RunnerSettings
-from zqtwisted.testing import MemoryBroker
+from zqtwisted.testing import MemoryBroker, TrackingFactory
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 from zqtwisted.worker import WorkerContext
@@ -89,30 +88,6 @@ def json_answer(data: Any, status: int = 200) -> Handler:
         return json.dumps(data).encode() if not isinstance(data, bytes) else data
 
     return handler
-
-
-class TrackingFactory(WrappingFactory):
-    """Knows the open connections of a server, to close them all at the end of a test."""
-
-    def __init__(self, factory: Any) -> None:
-        super().__init__(factory)
-        self._idle: list[Deferred[None]] = []
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)
-        if not self.protocols:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
-
-    def close_all(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        for protocol in list(self.protocols):
-            protocol.transport.abortConnection()
-        return d
 
 
 class FakePublisher:

@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
-from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from zqtwisted.push.bouncer import NOTIFY_PATH
+from zqtwisted.testing import TrackingFactory
 
 REQUEST_KEYS = frozenset(
     {
@@ -169,36 +168,12 @@ class FakeBouncer(Resource):
         return json.dumps(data if data is not None else {}).encode()
 
 
-class _TrackingFactory(WrappingFactory):
-    """Knows the open connections, to close them all when the server stops."""
-
-    def __init__(self, factory: Any) -> None:
-        super().__init__(factory)
-        self._idle: list[Deferred[None]] = []
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)
-        if not self.protocols:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
-
-    def close_all(self) -> Deferred[None]:
-        if not self.protocols:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._idle.append(d)
-        for protocol in list(self.protocols):
-            protocol.transport.abortConnection()
-        return d
-
-
 @dataclass
 class RunningBouncer:
     bouncer: FakeBouncer
     url: str
     port: IListeningPort
-    factory: _TrackingFactory
+    factory: TrackingFactory
 
     async def stop(self) -> None:
         """Close the port, then every connection (held requests included)."""
@@ -211,6 +186,6 @@ class RunningBouncer:
 def serve_bouncer(reactor: Any, credentials: Mapping[str, str]) -> RunningBouncer:
     """A :class:`FakeBouncer` listening on 127.0.0.1 (a free port); ``url`` is its base URL."""
     bouncer = FakeBouncer(credentials)
-    factory = _TrackingFactory(Site(bouncer))
+    factory = TrackingFactory(Site(bouncer))
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     return RunningBouncer(bouncer, f"http://127.0.0.1:{port.getHost().port}", port, factory)

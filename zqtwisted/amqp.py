@@ -9,7 +9,7 @@ QoS and re-attaches consumers) before the connection counts as ready.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
@@ -64,15 +64,24 @@ def broker_endpoint(reactor: ReactorLike, settings: BrokerSettings) -> IStreamCl
 
 
 class AMQPConsumerChannel:
-    """One queue's consumer channel; acks go nowhere once it has closed."""
+    """One queue's consumer channel; acks go nowhere once it has closed.
+
+    Acks made in one reactor turn go out together at its end, as one multiple-ack
+    where that is exact (:class:`AckTracker`): fewer frames than one ack per event.
+    """
 
     log = Logger()
 
-    def __init__(self, channel: TwistedChannel, queue: str, on_delivery: Callable[[Delivery], None]) -> None:
+    def __init__(
+        self, channel: TwistedChannel, queue: str, on_delivery: Callable[[Delivery], None], clock: IReactorTime
+    ) -> None:
         self._channel = channel
         self.queue = queue
         self._on_delivery = on_delivery
+        self._clock = clock
         self._tracker = AckTracker()
+        self._to_ack: list[int] = []
+        self._ack_flush: IDelayedCall | None = None
         self._consumer_tag: str | None = None
         self._closed = False
         self._cancelled = False
@@ -129,12 +138,28 @@ class AMQPConsumerChannel:
         if self._closed:
             return
         self._closed = True
+        self._to_ack = []
+        if self._ack_flush is not None and self._ack_flush.active():
+            self._ack_flush.cancel()
+        self._ack_flush = None
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
 
-    def ack(self, tags: Iterable[int]) -> None:
+    def ack(self, tags: Sequence[int]) -> None:
         if not self.is_open:
+            return
+        self._to_ack.extend(tags)
+        if self._ack_flush is None:
+            self._ack_flush = self._clock.callLater(0, self.flush_acks)
+
+    def flush_acks(self) -> None:
+        """Send the acks made so far (at the end of the reactor turn, or before closing)."""
+        if self._ack_flush is not None and self._ack_flush.active():
+            self._ack_flush.cancel()
+        self._ack_flush = None
+        tags, self._to_ack = self._to_ack, []
+        if not tags or not self.is_open:
             return
         try:
             for tag, multiple in self._tracker.settle(tags):
@@ -143,6 +168,7 @@ class AMQPConsumerChannel:
             self.log.warn("Ack on {queue} failed: {error}", queue=self.queue, error=e)
 
     def nack(self, tag: int, requeue: bool = True) -> None:
+        self.flush_acks()
         if not self.is_open or not self._tracker.forget(tag):
             return
         try:
@@ -164,6 +190,7 @@ class AMQPConsumerChannel:
         return d
 
     def close(self) -> None:
+        self.flush_acks()
         if self._channel.is_open:
             try:
                 self._channel.close()
@@ -177,18 +204,21 @@ class AMQPSession:
 
     log = Logger()
 
-    def __init__(self, connection: TwistedProtocolConnection, publish_channel: TwistedChannel) -> None:
+    def __init__(
+        self, connection: TwistedProtocolConnection, publish_channel: TwistedChannel, clock: IReactorTime
+    ) -> None:
         self._connection = connection
         self._publish_channel = publish_channel
+        self._clock = clock
         self._declared: set[str] = set()
         self._channels: list[AMQPConsumerChannel] = []
         self._getter: AMQPConsumerChannel | None = None
         self._lost = False
 
     @classmethod
-    def open(cls, connection: TwistedProtocolConnection) -> Deferred[AMQPSession]:
+    def open(cls, connection: TwistedProtocolConnection, clock: IReactorTime) -> Deferred[AMQPSession]:
         def confirming(channel: TwistedChannel) -> Deferred[AMQPSession]:
-            return channel.confirm_delivery().addCallback(lambda _: cls(connection, channel))
+            return channel.confirm_delivery().addCallback(lambda _: cls(connection, channel, clock))
 
         return connection.channel().addCallback(confirming)
 
@@ -211,7 +241,7 @@ class AMQPSession:
         holder: dict[str, AMQPConsumerChannel] = {}
 
         def opened(channel: TwistedChannel) -> Deferred[Any]:
-            holder["channel"] = consumer = AMQPConsumerChannel(channel, queue, on_delivery)
+            holder["channel"] = consumer = AMQPConsumerChannel(channel, queue, on_delivery, self._clock)
             self._channels.append(consumer)
             d = self._declare_on(channel, queue)
             d.addCallback(lambda _: channel.basic_qos(prefetch_count=prefetch))
@@ -254,7 +284,7 @@ class AMQPSession:
     def get(self, queue: str) -> Deferred[Delivery | None]:
         def opened(channel: TwistedChannel) -> Deferred[Delivery | None]:
             if self._getter is None or not self._getter.is_open:
-                self._getter = AMQPConsumerChannel(channel, queue, lambda d: None)
+                self._getter = AMQPConsumerChannel(channel, queue, lambda d: None, self._clock)
             return self._get_on(self._getter, queue)
 
         if self._getter is not None and self._getter.is_open:
@@ -272,6 +302,8 @@ class AMQPSession:
     def close(self) -> Deferred[None]:
         if not self._connection.is_open:
             return succeed(None)
+        for channel in self._channels:
+            channel.flush_acks()  # acks of the last reactor turn go out before the close
         closed = self._connection.close()
         return (closed if closed is not None else succeed(None)).addBoth(lambda _: None)
 
@@ -365,7 +397,7 @@ class AMQPBroker(Service):
         ready.addTimeout(self.settings.connect_timeout, self.reactor, onTimeoutCancel=too_slow)
 
         def handshaken(real: _Protocol) -> Deferred[None]:
-            return AMQPSession.open(real).addCallback(self._session_opened, real)
+            return AMQPSession.open(real, self.reactor).addCallback(self._session_opened, real)
 
         d = ready.addCallback(handshaken)
         d.addErrback(self._prepare_failed, protocol)

@@ -8,7 +8,7 @@ Both pass the shared contract tests in ``tests/contract.py``.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,9 +24,13 @@ class PublishFailed(Exception):
     """The broker did not confirm a publish (nacked, returned, or the channel died)."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Delivery:
-    """One message handed to a consumer; acked or nacked through its channel."""
+    """One message handed to a consumer; acked or nacked through its channel.
+
+    Treat it as immutable (not frozen only because frozen dataclasses are slow to
+    build, and one is built per message).
+    """
 
     queue: str
     body: bytes
@@ -48,7 +52,7 @@ class ConsumerChannel(Protocol):
     @property
     def is_open(self) -> bool: ...
 
-    def ack(self, tags: Iterable[int]) -> None:
+    def ack(self, tags: Sequence[int]) -> None:
         """Ack these delivery tags, with one multiple-ack where that is exact."""
 
     def nack(self, tag: int, requeue: bool = True) -> None: ...
@@ -155,8 +159,10 @@ class AckTracker:
         else:
             self._tags.append(tag)
 
-    def settle(self, tags: Iterable[int]) -> list[tuple[int, bool]]:
+    def settle(self, tags: Sequence[int]) -> list[tuple[int, bool]]:
         """Forget ``tags``; return the (tag, multiple) acks that settle them."""
+        if len(tags) == 1:  # the common case: one event
+            return [(tags[0], False)] if self.forget(tags[0]) else []
         wanted = sorted(set(tags))
         if not wanted:
             return []

@@ -12,11 +12,13 @@ field, a URL or an error message, so no secret can reach a label.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from zqtwisted.observer import NullObserver
@@ -57,15 +59,58 @@ class _RunnerStateCollector(Collector):
         yield held
 
 
+class _HotFigures:
+    """One queue's consume counters and duration histogram, as plain numbers."""
+
+    __slots__ = ("buckets", "consumed", "count", "in_flight", "label", "total")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.consumed = 0
+        self.in_flight = 0
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.total += seconds
+
+
+class _HotCollector(Collector):
+    def __init__(self, figures: Mapping[str, _HotFigures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Any]:
+        consumed = CounterMetricFamily(f"{PREFIX}_events_consumed", "Events consumed successfully.", labels=["queue"])
+        duration = HistogramMetricFamily(
+            f"{PREFIX}_consume_duration_seconds", "Duration of one consume (one event, or one batch).", labels=["queue"]
+        )
+        in_flight = GaugeMetricFamily(
+            f"{PREFIX}_consumes_in_flight", "Consumes (events or batches) running now.", labels=["queue"]
+        )
+        for _, f in sorted(self._figures.items()):
+            consumed.add_metric([f.label], f.consumed)
+            cumulative = list(accumulate(f.buckets))
+            bounds = [*(str(float(b)) for b in DURATION_BUCKETS), "+Inf"]
+            duration.add_metric([f.label], list(zip(bounds, cumulative, strict=True)), f.total)
+            in_flight.add_metric([f.label], f.in_flight)
+        yield consumed
+        yield duration
+        yield in_flight
+
+
 class MetricsObserver(NullObserver):
     """Counts what the runtime reports, per queue."""
 
     def __init__(self, registry: CollectorRegistry | None = None, queues: Iterable[str] = ()) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.consumed_total = Counter(
-            f"{PREFIX}_events_consumed", "Events consumed successfully.", ["queue"], registry=r
-        )
+        # The figures moved on every consume are plain numbers exported at scrape
+        # time: prometheus_client's children take a lock per update.
+        self._hot: dict[str, _HotFigures] = {}
+        r.register(_HotCollector(self._hot))
         self.failed_total = Counter(
             f"{PREFIX}_events_failed",
             "Events whose consume failed, by outcome (retry, permanent, timeout, malformed).",
@@ -77,16 +122,6 @@ class MetricsObserver(NullObserver):
         )
         self.dead_lettered_total = Counter(
             f"{PREFIX}_events_dead_lettered", "Events dead-lettered, by reason.", ["queue", "reason"], registry=r
-        )
-        self.consume_seconds = Histogram(
-            f"{PREFIX}_consume_duration_seconds",
-            "Duration of one consume (one event, or one batch).",
-            ["queue"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        self.consumes_in_flight = Gauge(
-            f"{PREFIX}_consumes_in_flight", "Consumes (events or batches) running now.", ["queue"], registry=r
         )
         self.consumer_attached = Gauge(
             f"{PREFIX}_consumer_attached",
@@ -118,10 +153,8 @@ class MetricsObserver(NullObserver):
     def add_queue(self, queue: str) -> None:
         """Create the queue's series at zero, so that rates work from the first event."""
         q = safe_label(queue)
-        self.consumed_total.labels(q)
+        self._figures(queue)
         self.retried_total.labels(q)
-        self.consume_seconds.labels(q)
-        self.consumes_in_flight.labels(q)
         self.consumer_attached.labels(q)
 
     def add_runner_state(self, source: RunnerState) -> None:
@@ -134,15 +167,20 @@ class MetricsObserver(NullObserver):
 
     # -- RunnerObserver ----------------------------------------------------------
 
+    def _figures(self, queue: str) -> _HotFigures:
+        figures = self._hot.get(queue)
+        if figures is None:
+            figures = self._hot[queue] = _HotFigures(safe_label(queue))
+        return figures
+
     def consume_started(self, queue: str, events: int) -> None:
-        self.consumes_in_flight.labels(safe_label(queue)).inc()
+        self._figures(queue).in_flight += 1
 
     def consumed(self, queue: str, events: int, seconds: float) -> None:
-        q = safe_label(queue)
-        self.consumes_in_flight.labels(q).dec()
-        if events > 0:
-            self.consumed_total.labels(q).inc(events)
-        self.consume_seconds.labels(q).observe(max(0.0, seconds))
+        figures = self._figures(queue)
+        figures.in_flight -= 1
+        figures.consumed += events
+        figures.observe(max(0.0, seconds))
 
     def failed(self, queue: str, events: int, outcome: str) -> None:
         self.failed_total.labels(safe_label(queue), safe_label(outcome)).inc(events)

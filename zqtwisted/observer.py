@@ -59,39 +59,55 @@ class NullObserver:
 
 
 class FanOut(NullObserver):
-    """Forwards every report to several observers."""
+    """Forwards every report to several observers (skipping the methods they leave as no-ops)."""
 
     def __init__(self, observers: Sequence[RunnerObserver]) -> None:
         self.observers = list(observers)
 
+        def targets(name: str) -> list[Any]:
+            return [
+                getattr(o, name)
+                for o in self.observers
+                if getattr(type(o), name, None) is not getattr(NullObserver, name)
+            ]
+
+        self._consume_started = targets("consume_started")
+        self._consumed = targets("consumed")
+        self._failed = targets("failed")
+        self._retried = targets("retried")
+        self._dead_lettered = targets("dead_lettered")
+        self._gave_up = targets("gave_up")
+        self._idle = targets("idle")
+        self._attached = targets("attached")
+
     def consume_started(self, queue: str, events: int) -> None:
-        for o in self.observers:
-            o.consume_started(queue, events)
+        for f in self._consume_started:
+            f(queue, events)
 
     def consumed(self, queue: str, events: int, seconds: float) -> None:
-        for o in self.observers:
-            o.consumed(queue, events, seconds)
+        for f in self._consumed:
+            f(queue, events, seconds)
 
     def failed(self, queue: str, events: int, outcome: str) -> None:
-        for o in self.observers:
-            o.failed(queue, events, outcome)
+        for f in self._failed:
+            f(queue, events, outcome)
 
     def retried(self, queue: str, delay: float) -> None:
-        for o in self.observers:
-            o.retried(queue, delay)
+        for f in self._retried:
+            f(queue, delay)
 
     def dead_lettered(self, queue: str, events: int, reason: str) -> None:
-        for o in self.observers:
-            o.dead_lettered(queue, events, reason)
+        for f in self._dead_lettered:
+            f(queue, events, reason)
 
     def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
-        for o in self.observers:
-            o.gave_up(queue, events, failure, reason)
+        for f in self._gave_up:
+            f(queue, events, failure, reason)
 
     def idle(self, queue: str) -> None:
-        for o in self.observers:
-            o.idle(queue)
+        for f in self._idle:
+            f(queue)
 
     def attached(self, queue: str, attached: bool) -> None:
-        for o in self.observers:
-            o.attached(queue, attached)
+        for f in self._attached:
+            f(queue, attached)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from inspect import iscoroutine
 from typing import Any
 
 from twisted.internet.base import DelayedCall
@@ -84,7 +85,7 @@ class RunnerSettings:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Item:
     """A delivery and its decoded event, while the runner holds it."""
 
@@ -126,6 +127,8 @@ class QueueRunner:
         self._batch_timer: IDelayedCall | None = None
         self._batch_due = False
         self._reattach: IDelayedCall | None = None
+        self._idle_check: IDelayedCall | None = None
+        self._pumping = False
         self._stopping = False
         self._drained: list[Deferred[None]] = []
 
@@ -223,6 +226,16 @@ class QueueRunner:
         return validated
 
     def _pump(self) -> None:
+        """Start what may start; re-entered from a consume that finished at once, it defers to the outer loop."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
         limit = self.settings.concurrency
         if not self._batched:
             while self._pending and len(self._in_flight) < limit:
@@ -255,21 +268,34 @@ class QueueRunner:
         events = [i.event for i in items if i.event is not None]
         self._observer.consume_started(self.queue, len(items))
         started = self._clock.seconds()
-        if self._batched:
-            assert isinstance(self.worker, LoopQueueProcessingWorker)
-            d = maybeDeferred(self.worker.consume_batch, events)
-        else:
-            assert isinstance(self.worker, QueueProcessingWorker)
-            d = maybeDeferred(self.worker.consume, events[0])
+        try:
+            if self._batched:
+                assert isinstance(self.worker, LoopQueueProcessingWorker)
+                result = self.worker.consume_batch(events)
+            else:
+                assert isinstance(self.worker, QueueProcessingWorker)
+                result = self.worker.consume(events[0])
+        except Exception:  # noqa: BLE001 - the consumer's failure, handled like any other
+            self._complete(Failure(), items, started)
+            return
+        if iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if not isinstance(result, Deferred):
+            self._complete(result, items, started)  # a plain value: no Deferred, no timer
+            return
         if self.settings.timeout is not None:
-            d.addTimeout(self.settings.timeout * len(items), self._clock)
-        self._in_flight[d] = items
-        d.addBoth(self._finished, d, started)
+            result.addTimeout(self.settings.timeout * len(items), self._clock)
+        self._in_flight[result] = items
+        result.addBoth(self._finished, result, started)
 
     def _finished(self, result: object, d: Deferred[Any], started: float) -> None:
         items = self._in_flight.pop(d, None)
         if items is None:
             return None  # abandoned by a drain timeout: already requeued
+        self._complete(result, items, started)
+        return None
+
+    def _complete(self, result: object, items: list[Item], started: float) -> None:
         elapsed = self._clock.seconds() - started
         if isinstance(result, Failure):
             if result.check(TimeoutError) and self.settings.timeout is not None:
@@ -282,8 +308,11 @@ class QueueRunner:
             failures = [(item, result) for item in items]
         elif isinstance(result, BatchFailures):
             failures = [(items[i], Failure(exc)) for i, exc in sorted(result.failures.items()) if 0 <= i < len(items)]
-        else:
-            failures = []
+        else:  # success: the hot path
+            self._ack(items)
+            self._observer.consumed(self.queue, len(items), elapsed)
+            self._after_settle()
+            return
         failed = {id(item) for item, _ in failures}
         succeeded = [item for item in items if id(item) not in failed]
         self._ack(succeeded)
@@ -291,16 +320,26 @@ class QueueRunner:
         if failures:
             self._handle_failures(failures)
         self._after_settle()
-        return None
 
     def _after_settle(self) -> None:
         if not self._stopping:
             self._pump()
-        if not self._pending and not self._in_flight:
-            self._observer.idle(self.queue)
+        if not self._pending and not self._in_flight and self._idle_check is None:
+            # Deliveries read from the socket in one go arrive one after another in
+            # this same reactor turn: the local buffer has emptied only if it is
+            # still empty once they are all handed over.
+            self._idle_check = self._clock.callLater(0, self._check_idle)
         self._check_drained()
 
-    def _ack(self, items: Iterable[Item]) -> None:
+    def _check_idle(self) -> None:
+        self._idle_check = None
+        if not self._pending and not self._in_flight:
+            self._observer.idle(self.queue)
+
+    def _ack(self, items: Sequence[Item]) -> None:
+        if len(items) == 1:
+            items[0].delivery.channel.ack((items[0].delivery.tag,))
+            return
         by_channel: dict[ConsumerChannel, list[int]] = {}
         for item in items:
             by_channel.setdefault(item.channel, []).append(item.delivery.tag)
@@ -441,6 +480,9 @@ class QueueRunner:
             while self._pending:
                 self._start([self._pending.popleft() for _ in range(min(self.settings.batch_size, len(self._pending)))])
         self._cancel_batch_timer()
+        if self._idle_check is not None and self._idle_check.active():
+            self._idle_check.cancel()
+            self._idle_check = None
         while self._pending:
             self._pending.popleft().delivery.nack(requeue=True)
         for item, call in list(self._retries.items()):

@@ -138,6 +138,11 @@ def exc_info(failure: Failure) -> tuple[Any, BaseException, Any]:
     return failure.type, value, failure.getTracebackObject()
 
 
+def sentry_enabled() -> bool:
+    """Whether Sentry was initialised (so that the service adds its observer)."""
+    return bool(sentry_sdk.is_initialized())
+
+
 def capture_failure(
     queue: str,
     worker_num: int | None,

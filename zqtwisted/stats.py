@@ -24,7 +24,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from zqtwisted.observer import NullObserver
@@ -117,16 +118,30 @@ def write_stats_file(stats_dir: str, queue: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-class StatsObserver(NullObserver):
-    """Writes each queue's stats file as the runtime reports consumes."""
+class StatsObserver(NullObserver, Service):
+    """Writes each queue's stats file as the runtime reports consumes.
+
+    The writes Zulip makes when a queue goes idle and when it wakes up again are
+    made at most once per ``min_idle_write_interval`` seconds per queue (a later
+    one is delayed, not dropped): a fast consumer can empty its local buffer many
+    times a second, and a file write each time would cost more than the events.
+    """
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, stats_dir: str) -> None:
+    def __init__(self, clock: IReactorTime, stats_dir: str, min_idle_write_interval: float = 1.0) -> None:
         self._clock = clock
         self.stats_dir = stats_dir
+        self.min_idle_write_interval = min_idle_write_interval
         self.queues: dict[str, QueueStats] = {}
         self._write_failed: set[str] = set()
+        self._delayed: dict[str, IDelayedCall] = {}
+
+    def stopService(self) -> None:
+        """Write what a delayed write would have written, and cancel its timer."""
+        super().stopService()
+        for queue in list(self._delayed):
+            self._write(queue)
 
     def start(self, queues: Iterable[str]) -> None:
         """Zulip writes every queue's file when its worker starts; call at service start."""
@@ -143,7 +158,7 @@ class StatsObserver(NullObserver):
 
     def consume_started(self, queue: str, events: int) -> None:
         if self._stats(queue).on_consume_started():
-            self._write(queue)
+            self._write_soon(queue)
 
     def consumed(self, queue: str, events: int, seconds: float) -> None:
         if self._stats(queue).on_consumed(events, seconds, self._clock.seconds()):
@@ -151,12 +166,26 @@ class StatsObserver(NullObserver):
 
     def idle(self, queue: str) -> None:
         if self._stats(queue).on_idle(self._clock.seconds()):
+            self._write_soon(queue)
+
+    def _write_soon(self, queue: str) -> None:
+        """Write now, or once ``min_idle_write_interval`` has passed since the last write."""
+        if queue in self._delayed:
+            return  # a write is already due; it will carry the newest figures
+        due = self.queues[queue].last_statistics_update_time + self.min_idle_write_interval
+        now = self._clock.seconds()
+        if now >= due:
             self._write(queue)
+        else:
+            self._delayed[queue] = self._clock.callLater(due - now, self._write, queue)
 
     def attached(self, queue: str, attached: bool) -> None:
         self._stats(queue)
 
     def _write(self, queue: str) -> None:
+        delayed = self._delayed.pop(queue, None)
+        if delayed is not None and delayed.active():
+            delayed.cancel()
         stats = self.queues[queue]
         now = self._clock.seconds()
         try:

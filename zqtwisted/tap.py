@@ -23,11 +23,11 @@ from zqtwisted.errors import WorkerDeclarationError
 from zqtwisted.health import BlockedReactorWatchdog, ReactorLagProbe, ReadinessTracker, make_http_service
 from zqtwisted.logs import bridge_stdlib_logging, register_config_secrets
 from zqtwisted.metrics import MetricsObserver
-from zqtwisted.observer import FanOut
+from zqtwisted.observer import FanOut, RunnerObserver
 from zqtwisted.publisher import Publisher
 from zqtwisted.reactor import ReactorLike
 from zqtwisted.runner import QueueRunner, RunnerSettings
-from zqtwisted.sentry import SentryObserver, SentrySettings, init_sentry
+from zqtwisted.sentry import SentryObserver, SentrySettings, init_sentry, sentry_enabled
 from zqtwisted.service import WorkerService
 from zqtwisted.stats import StatsObserver
 from zqtwisted.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
@@ -120,7 +120,10 @@ def build_service(
     stats = StatsObserver(reactor, config.paths.stats_dir)
     metrics = MetricsObserver(queues=names)
     readiness = ReadinessTracker(names)
-    observer = FanOut([stats, metrics, readiness, SentryObserver(worker_num)])
+    observers: list[RunnerObserver] = [stats, metrics, readiness]
+    if sentry_enabled():
+        observers.append(SentryObserver(worker_num))
+    observer = FanOut(observers)
     publisher = Publisher(broker, timeout=config.broker.publish_timeout)
     deadletters = DeadLetterer(broker, config.paths.error_dir, reactor, config.broker.publish_timeout)
     runners = []
@@ -136,6 +139,7 @@ def build_service(
     broker.add_listener(readiness)
     metrics.add_runner_state(lambda: {r.queue: (r.in_flight, r.held) for r in runners})
     stats.start(names)
+    stats.setServiceParent(service)
     threshold = config.workers.blocked_reactor_seconds
     probe = ReactorLagProbe(reactor, threshold=threshold, sink=metrics, watchdog=BlockedReactorWatchdog(threshold))
     probe.setServiceParent(service)  # runs with or without the HTTP endpoint

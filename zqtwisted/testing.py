@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,7 @@ class MemoryChannel:
     def is_open(self) -> bool:
         return self._open and self._session.is_open
 
-    def ack(self, tags: Iterable[int]) -> None:
+    def ack(self, tags: Sequence[int]) -> None:
         if not self.is_open:
             return
         for tag, multiple in self._tracker.settle(tags):

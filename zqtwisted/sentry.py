@@ -169,9 +169,14 @@ class SentryObserver(NullObserver):
     def __init__(self, worker_num: int | None = None) -> None:
         self.worker_num = worker_num
         self._open: dict[str, deque[Any]] = {}
+        # Decided once (the service is built after init_sentry()): with tracing off, an
+        # unsampled transaction per consume would cost ~30 us and send nothing.
+        client = sentry_sdk.get_client()
+        sampled = client.options.get("traces_sample_rate") or client.options.get("traces_sampler")
+        self._tracing = client.is_active() and bool(sampled)
 
     def consume_started(self, queue: str, events: int) -> None:
-        if not sentry_sdk.is_initialized():
+        if not self._tracing:
             return
         transaction = sentry_sdk.start_transaction(
             op="task", name=f"consume {queue}", custom_sampling_context={"queue": queue}

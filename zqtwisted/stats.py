@@ -34,6 +34,9 @@ from zqtwisted.observer import NullObserver
 RECENT_CONSUMES = 50
 CONSUME_ITERATIONS_BEFORE_UPDATE_STATS_NUM = 50
 MAX_SECONDS_BEFORE_UPDATE_STATS = 30.0
+# Not in Zulip: the 50-consume cadence writes at most once a second (a write costs
+# ~0.2 ms on ext4: at 20,000 events/s Zulip's cadence alone is 400 writes/s, 8% of a core).
+MIN_SECONDS_BETWEEN_UPDATES = 1.0
 
 STATS_SUFFIX = ".stats"
 
@@ -81,9 +84,10 @@ class QueueStats:
             self.recent_consume_times.append((events, seconds))
             self.consumed_since_last_emptied += events
         self.consume_iteration_counter += 1
-        if (
+        since = now - self.last_statistics_update_time
+        if since >= MAX_SECONDS_BEFORE_UPDATE_STATS or (
             self.consume_iteration_counter >= CONSUME_ITERATIONS_BEFORE_UPDATE_STATS_NUM
-            or now - self.last_statistics_update_time >= MAX_SECONDS_BEFORE_UPDATE_STATS
+            and since >= MIN_SECONDS_BETWEEN_UPDATES
         ):
             self.consume_iteration_counter = 0
             return True

@@ -148,6 +148,16 @@ class SentryTests(TestCase):
         self.assertEqual(transaction["tags"]["queue_worker"], "noop")
         self.assertEqual(transaction["tags"]["worker_num"], "3")
 
+    def test_no_transaction_when_tracing_is_off(self) -> None:
+        """With a DSN but traces_sample_rate 0, a consume starts no transaction at all."""
+        self.init()
+        started: list[Any] = []
+        self.patch(sentry_sdk, "start_transaction", lambda **kw: started.append(kw))
+        observer = SentryObserver()
+        observer.consume_started("noop", 1)
+        observer.consumed("noop", 1, 0.01)
+        self.assertEqual(started, [])
+
     def test_observer_idle_without_sentry(self) -> None:
         """Without Sentry the observer does nothing."""
         observer = SentryObserver()

@@ -114,14 +114,26 @@ class StatsObserverTests(TestCase):
     def test_written_every_50_consumes(self) -> None:
         """While busy, the 50th consume since the last counted write writes the file."""
         self.observer.start(["q"])
+        self.clock.advance(1)  # the first consume's wake-up write is made at once
         for _ in range(49):
+            self.consume(seconds=0.025)
+        self.assertEqual(self.read()["consumed_since_last_emptied"], 0)
+        self.consume(seconds=0.025)
+        self.assertEqual(self.read()["consumed_since_last_emptied"], 50)
+        for _ in range(49):
+            self.consume(seconds=0.025)
+        self.assertEqual(self.read()["consumed_since_last_emptied"], 50)
+
+    def test_50_consume_writes_at_most_once_a_second(self) -> None:
+        """A fast queue's 50-consume write waits until a second has passed since the last write."""
+        self.observer.start(["q"])
+        self.clock.advance(1)  # the first consume's wake-up write is made at once
+        for _ in range(120):
             self.consume(seconds=0.001)
         self.assertEqual(self.read()["consumed_since_last_emptied"], 0)
+        self.clock.advance(1)
         self.consume(seconds=0.001)
-        self.assertEqual(self.read()["consumed_since_last_emptied"], 50)
-        for _ in range(49):
-            self.consume(seconds=0.001)
-        self.assertEqual(self.read()["consumed_since_last_emptied"], 50)
+        self.assertEqual(self.read()["consumed_since_last_emptied"], 121)
 
     def test_written_after_30_seconds(self) -> None:
         """A consume ending 30 s or more after the last write writes the file."""

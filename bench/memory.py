@@ -1,0 +1,75 @@
+"""Memory of ``twistd -n zqworkers --all``: idle, and at its peak during a noop run.
+
+One child consumes every registered queue (the shipped ones, the test queues and
+the bench queues) with the metrics endpoint on a free port.  Figures come from
+``/proc/PID/status``: ``VmRSS`` (resident now) and ``VmHWM`` (the peak resident
+size since start).  "idle" is read ``--idle`` seconds after every queue has a
+consumer; then ``--count`` events are published to ``bench_noop`` while it
+consumes, and the peak is read once the last one is consumed.
+
+    python bench/memory.py [--count 20000] [--idle 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from typing import Any
+
+import pika
+from benchlib import broker, event, memory, twistd, wait_consuming, wait_for
+
+QUEUE = "bench_noop"
+
+
+def run(count: int = 20_000, idle: float = 2.0) -> dict[str, Any]:
+    with broker() as b:
+        b.purge(QUEUE)
+        with twistd(["--all"], ZQ_BENCH_COUNT=str(count)) as child:
+            wait_consuming(b, [QUEUE], child)
+            queues = _queues(child.log_path.read_text(errors="replace"))
+            wait_consuming(b, queues, child)
+            time.sleep(idle)
+            at_idle = memory(child.pid)
+            props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+            channel = b.channel
+            for i in range(count):
+                channel.basic_publish("", QUEUE, json.dumps(event(i)).encode(), props)
+            wait_for(
+                child.workdir / f"{QUEUE}.json", child.process, 60 + count / 500, "memory noop run", child.log_tail
+            )
+            after = memory(child.pid)
+            child.check_alive()
+        b.purge(QUEUE)
+    return {
+        "queues": len(queues),
+        "idle_rss_mb": at_idle["rss_mb"],
+        "idle_peak_mb": at_idle["peak_mb"],
+        "noop_rss_mb": after["rss_mb"],
+        "noop_peak_mb": after["peak_mb"],
+        "events": count,
+    }
+
+
+def _queues(log: str) -> list[str]:
+    """The queues twistd said it starts (``Starting workers for a, b, c``)."""
+    found = re.search(r"Starting workers for (.+)", log)
+    return [q.strip() for q in found.group(1).split(",")] if found else [QUEUE]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=20_000, help="noop events (default 20000)")
+    parser.add_argument("--idle", type=float, default=2.0, help="seconds to wait before the idle reading")
+    args = parser.parse_args()
+    r = run(args.count, args.idle)
+    print(
+        f"--all ({r['queues']} queues): idle {r['idle_rss_mb']} MB RSS (peak {r['idle_peak_mb']} MB); "
+        f"after {r['events']} noop events {r['noop_rss_mb']} MB RSS, peak {r['noop_peak_mb']} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -6,11 +6,12 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.trial import unittest
 
 from tests.contract import inline
 from zqtwisted.missedmessage.store import PendingStore, Shard
+from zqtwisted.testing import RecordingPublisher
 
 USERS = {
     10: ("hamlet@example.com", "Hamlet"),
@@ -75,34 +76,19 @@ def private_event(
     return event
 
 
-class FakePublisher:
-    """Records publish_json calls.
-
-    ``hold`` keeps them unconfirmed (in ``held``); ``errors`` fail the next calls;
-    emails to an address in ``failing`` fail.
-    """
+class FakePublisher(RecordingPublisher):
+    """A RecordingPublisher whose emails to an address in ``failing`` fail."""
 
     def __init__(self) -> None:
-        self.published: list[tuple[str, Mapping[str, Any]]] = []
-        self.held: list[Deferred[None]] = []
-        self.hold = False
-        self.errors: list[BaseException] = []
+        super().__init__()
         self.failing: set[str] = set()
 
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
-        if self.errors or set(event.get("to_emails") or ()) & self.failing:
-            d: Deferred[None] = Deferred()
-            d.errback(self.errors.pop(0) if self.errors else ConnectionError("broker unavailable"))
-            return d
-        self.published.append((queue, event))
-        if self.hold:
-            d = Deferred()
-            self.held.append(d)
-            return d
-        return succeed(None)
-
-    def to(self, queue: str) -> list[Mapping[str, Any]]:
-        return [event for q, event in self.published if q == queue]
+    def publish_json(
+        self, queue: str, event: Mapping[str, Any], headers: Mapping[str, Any] | None = None
+    ) -> Deferred[None]:
+        if set(event.get("to_emails") or ()) & self.failing:
+            return fail(ConnectionError("broker unavailable"))
+        return super().publish_json(queue, event, headers)
 
 
 if TYPE_CHECKING:

@@ -331,3 +331,33 @@ class TrackingFactory(WrappingFactory):
         for protocol in list(self.protocols):
             protocol.transport.abortConnection()
         return d
+
+
+class RecordingPublisher:
+    """A :class:`zqtwisted.publisher.Publisher` stand-in that records what is published.
+
+    ``errors`` fail the next calls, one each; with ``hold`` set, publishes stay
+    unconfirmed (their Deferreds are in ``held``) until the test fires them.
+    """
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.published: list[tuple[str, Mapping[str, Any]]] = []
+        self.errors: list[BaseException] = list(errors)
+        self.hold = False
+        self.held: list[Deferred[None]] = []
+
+    def publish_json(
+        self, queue: str, event: Mapping[str, Any], headers: Mapping[str, Any] | None = None
+    ) -> Deferred[None]:
+        if self.errors:
+            return fail(self.errors.pop(0))
+        self.published.append((queue, event))
+        if self.hold:
+            d: Deferred[None] = Deferred()
+            self.held.append(d)
+            return d
+        return succeed(None)
+
+    def to(self, queue: str) -> list[Mapping[str, Any]]:
+        """The events published to ``queue``, in order."""
+        return [event for q, event in self.published if q == queue]

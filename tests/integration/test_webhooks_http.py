@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -28,7 +28,7 @@ from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.errors import TransientError
 from zqtwisted.retry import BackoffPolicy
 from zqtwisted.runner import QueueRunner, RunnerSettings
-from zqtwisted.testing import MemoryBroker, TrackingFactory
+from zqtwisted.testing import MemoryBroker, RecordingPublisher, TrackingFactory
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 from zqtwisted.worker import WorkerContext
@@ -90,20 +90,11 @@ def json_answer(data: Any, status: int = 200) -> Handler:
     return handler
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Mapping[str, Any]]] = []
-
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
-        self.published.append((queue, event))
-        return succeed(None)
-
-
 class WebhookHTTPTestCase(TestCase):
     timeout = 30
 
     def setUp(self) -> None:
-        self.publisher = FakePublisher()
+        self.publisher = RecordingPublisher()
 
     def temp_path(self) -> str:
         """A fresh path in a directory removed after the test (mktemp writes under the cwd with pytest)."""

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
 import zqtwisted.consumers.push_notifications  # noqa: F401 - registers the queue
 from zqtwisted.push.sharding import QUEUE, publish_push_event, shard_queue, shard_queues
 from zqtwisted.tap import queue_for
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, Mapping[str, Any]]] = []
-
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
-        self.published.append((queue, event))
-        return succeed(None)
+from zqtwisted.testing import RecordingPublisher
 
 
 class ShardQueueTests(TestCase):
@@ -51,7 +39,7 @@ class ShardQueueTests(TestCase):
 
     def test_publish_to_the_users_shard(self) -> None:
         """publish_push_event publishes the event to its user's shard."""
-        publisher = FakePublisher()
+        publisher = RecordingPublisher()
         event = {"type": "remove", "user_profile_id": 7, "message_ids": [1]}
         self.successResultOf(publish_push_event(publisher, event, 2))
         self.assertEqual(publisher.published, [(f"{QUEUE}_shard2", event)])

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
@@ -18,6 +17,7 @@ from twisted.web.server import Request
 
 from tests.unit.test_webhook_payload import private_event, stream_event
 from zqtwisted.errors import TransientError
+from zqtwisted.testing import RecordingPublisher
 from zqtwisted.webhooks.client import WebhookClient
 from zqtwisted.webhooks.replies import (
     QueueReplySink,
@@ -33,18 +33,6 @@ from zqtwisted.webhooks.replies import (
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 
 REALM_URL = "https://chat.example.com"
-
-
-class FakePublisher:
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.published: list[tuple[str, Mapping[str, Any]]] = []
-        self.error = error
-
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
-        if self.error is not None:
-            return fail(self.error)
-        self.published.append((queue, event))
-        return succeed(None)
 
 
 class TextTests(TestCase):
@@ -130,14 +118,14 @@ class TextTests(TestCase):
 class QueueSinkTests(TestCase):
     def test_publishes_reply_events_to_the_queue(self) -> None:
         """Replies are published as reply events to outgoing_webhook_responses."""
-        publisher = FakePublisher()
+        publisher = RecordingPublisher()
         reply = bot_reply(stream_event(), "pong")
         self.successResultOf(QueueReplySink(publisher).send(reply))
         self.assertEqual(publisher.published, [("outgoing_webhook_responses", reply.to_event())])
 
     def test_publish_failure_is_transient(self) -> None:
         """A publish that fails makes a TransientError (the event is retried)."""
-        sink = QueueReplySink(FakePublisher(RuntimeError("broker unavailable")))
+        sink = QueueReplySink(RecordingPublisher(RuntimeError("broker unavailable")))
         self.failureResultOf(sink.send(bot_reply(stream_event(), "pong")), TransientError)
 
 
@@ -214,7 +202,9 @@ class RestSinkTests(TestCase):
 class BuildTests(TestCase):
     def test_builds_the_configured_sink(self) -> None:
         """reply_sink chooses the queue sink (default) or the REST sink."""
-        self.assertIsInstance(build_reply_sink(Clock(), OutgoingWebhookSettings(), FakePublisher()), QueueReplySink)
+        self.assertIsInstance(
+            build_reply_sink(Clock(), OutgoingWebhookSettings(), RecordingPublisher()), QueueReplySink
+        )
         settings = OutgoingWebhookSettings(reply_sink="rest", rest_site="https://chat.example.com")
         reactor = MemoryReactorClock()
         sink = build_reply_sink(reactor, settings, None)

@@ -39,10 +39,14 @@ class CheckTests(IntegrationCase):
         self.assertEqual(code, 0, out)
         self.assertIn("|0|OK|", out)
 
+        published = time.time()
         await self.publish("zq_itest_faulty", [{"id": "hang", "fault": "hang"}])
         await self.publish("zq_itest_faulty", [{"id": i} for i in range(20)])
         await self.until_counts("zq_itest_faulty", 20)
         stats_path = Path(self.tmp) / "zq_itest_faulty.stats"
+        # The worker's last write is the one made as it woke up for the hanging event
+        # (possibly delayed by up to a second); after it, nothing rewrites the file.
+        await self.until(lambda: json.loads(stats_path.read_text())["update_time"] >= published)
         stats = json.loads(stats_path.read_text())
         stats["update_time"] = time.time() - 200  # no update for 200 s while 20 events wait
         stats_path.write_text(json.dumps(stats, indent=2) + "\n")

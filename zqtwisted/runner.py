@@ -202,11 +202,11 @@ class QueueRunner:
             return
         try:
             event = self._decode(delivery.body)
-        except MalformedEventError as e:
+        except Exception as e:  # noqa: BLE001 - MalformedEventError, or a bug in validate(): never lose it
             self.log.warn(
                 "Malformed event on {queue} ({size} bytes): {error}", queue=self.queue, size=len(delivery.body), error=e
             )
-            self._give_up([(Item(delivery, None), Failure(e))], Outcome.MALFORMED)
+            self._give_up([(Item(delivery, None), Failure())], Outcome.MALFORMED)
             return
         self._pending.append(Item(delivery, event))
         self._pump()

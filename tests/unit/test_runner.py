@@ -271,6 +271,21 @@ class BadInputTests(unittest.TestCase):
         self.flushLoggedErrors(MalformedEventError)
 
 
+class BuggyValidateTests(unittest.TestCase):
+    def test_validate_crashing_dead_letters_the_event(self) -> None:
+        """A validate() that raises something unexpected dead-letters the event instead of holding it."""
+
+        class Buggy(Recorder):
+            def validate(self, event: Event) -> Event:
+                return {"n": event["missing"]}
+
+        h = Harness(Buggy)
+        h.publish({"n": 1})
+        [(_, headers)] = h.dead()
+        self.assertEqual((headers["x-zq-reason"], headers["x-zq-exception"]), ("malformed", "KeyError"))
+        self.assertEqual(h.broker.unacked("q"), 0)
+
+
 class BatchTests(unittest.TestCase):
     def test_flush_by_size(self) -> None:
         """A batch flushes as soon as batch_size events are held, with one multiple-ack."""

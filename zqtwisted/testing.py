@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.protocols.policies import WrappingFactory
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
 
 from zqtwisted.broker import (
     AckTracker,
@@ -361,3 +363,14 @@ class RecordingPublisher:
     def to(self, queue: str) -> list[Mapping[str, Any]]:
         """The events published to ``queue``, in order."""
         return [event for q, event in self.published if q == queue]
+
+
+@implementer(IAgent)
+class FailingAgent:
+    """A twisted.web agent whose every request fails with ``error`` (connection refused, ...)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
+        return fail(self.error)

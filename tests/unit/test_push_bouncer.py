@@ -8,7 +8,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -16,8 +16,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
-from twisted.web.iweb import IAgent
-from zope.interface import implementer
 
 from tests.unit.test_push_payload import dm_event, remove_event
 from zqtwisted.errors import PermanentError, TransientError
@@ -36,6 +34,7 @@ from zqtwisted.push.bouncer import (
 from zqtwisted.push.payload import Notification, build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.testing import FakeBouncer, error_body
+from zqtwisted.testing import FailingAgent
 from zqtwisted.webhooks.client import WebhookClient
 
 SERVER_UUID = "6cde5f7a-1f7e-4978-9716-49f69ebfc9fe"
@@ -45,15 +44,6 @@ BOUNCER = "https://push.example.com"
 
 def notification(event: dict[str, Any] | None = None) -> Notification:
     return build_notification(parse_event(event or dm_event()))
-
-
-@implementer(IAgent)
-class FailingAgent:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
-        return fail(self.error)
 
 
 class BackendTestCase(TestCase):

@@ -36,3 +36,32 @@ class MemoryBrokerContractTests(BrokerContract, unittest.TestCase):
     async def settle_time(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.memory.flush()
+
+
+class FakeInterfaceTests(unittest.TestCase):
+    def test_recording_publisher_matches_publisher(self) -> None:
+        """RecordingPublisher.publish_json takes what Publisher.publish_json takes, and records it."""
+        import inspect
+
+        from zqtwisted.publisher import Publisher
+        from zqtwisted.testing import RecordingPublisher
+
+        self.assertEqual(
+            inspect.signature(RecordingPublisher.publish_json).parameters.keys(),
+            inspect.signature(Publisher.publish_json).parameters.keys(),
+        )
+        publisher = RecordingPublisher(RuntimeError("down"))
+        self.failureResultOf(publisher.publish_json("q", {"a": 1}), RuntimeError)
+        self.successResultOf(publisher.publish_json("q", {"a": 2}))
+        self.assertEqual(publisher.to("q"), [{"a": 2}])
+
+    def test_failing_agent_provides_iagent(self) -> None:
+        """FailingAgent is a twisted.web IAgent whose requests fail."""
+        from twisted.web.iweb import IAgent
+        from zope.interface.verify import verifyObject
+
+        from zqtwisted.testing import FailingAgent
+
+        agent = FailingAgent(ConnectionError("refused"))
+        self.assertTrue(verifyObject(IAgent, agent))
+        self.failureResultOf(agent.request(b"GET", b"http://127.0.0.1/"), ConnectionError)

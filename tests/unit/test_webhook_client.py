@@ -6,17 +6,16 @@ import gzip
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
-from twisted.web.iweb import IAgent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
+from zqtwisted.testing import FailingAgent
 from zqtwisted.webhooks.client import (
     HostBusyError,
     HostSlots,
@@ -61,17 +60,6 @@ class Recorder(Resource):
         for name, value in self.headers.items():
             request.setHeader(name, value)
         return self.body
-
-
-@implementer(IAgent)
-class FailingAgent:
-    """An agent whose every request fails with ``error``."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def request(self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None) -> Deferred[Any]:
-        return fail(self.error)
 
 
 class ClientTestCase(TestCase):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -65,6 +65,8 @@ class WorkerService(MultiService):
             d.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure  # the worker's own error, not gatherResults' wrapper
         self.log.failure("A worker failed to start; stopping", failure)
         self._on_fatal()
 

@@ -98,3 +98,30 @@ class ServiceTreeTests(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(tmp, "noop.stats")))
         self.successResultOf(service.stopService())
         self.assertFalse(service.running)
+
+
+class StartFailureTests(unittest.TestCase):
+    def test_worker_start_failure_stops_the_process(self) -> None:
+        """A worker whose start() fails is logged and the service asks to stop (no half-running process)."""
+        from twisted.internet.defer import fail
+
+        from zqtwisted.service import WorkerService
+
+        @assign_queue("zq_start_fails")
+        class Broken(QueueProcessingWorker):
+            def start(self) -> object:
+                return fail(RuntimeError("cannot open the store"))
+
+        self.addCleanup(unregister_worker, "zq_start_fails")
+        clock = Clock()
+        broker = MemoryBroker(clock)
+        service = build_service(clock, Config(), ["zq_start_fails"], broker=broker, http_endpoint="")
+        stopped: list[bool] = []
+        service._on_fatal = lambda: stopped.append(True)  # the reactor.stop() of the composition root
+        self.assertIsInstance(service, WorkerService)
+        service.startService()
+        broker.flush()
+        self.assertEqual(stopped, [True])
+        self.assertFalse(service.ready)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.successResultOf(service.stopService())

@@ -45,6 +45,16 @@ class BrokerContract:
     async def session(self) -> BrokerSession:
         return await self.broker.session(10)
 
+    async def new_queue(self, messages: int = 0) -> tuple[str, BrokerSession]:
+        """A fresh declared queue (deleted after the test) holding ``messages`` bodies b"0", b"1", ..."""
+        queue = unique_queue()
+        self.queues.append(queue)
+        session = await self.session()
+        await session.declare_queue(queue)
+        for n in range(messages):
+            await session.publish(queue, str(n).encode())
+        return queue, session
+
     async def consume(self, queue: str, prefetch: int = 10) -> tuple[Any, list[Delivery]]:
         received: list[Delivery] = []
         session = await self.session()
@@ -56,10 +66,7 @@ class BrokerContract:
     @inline
     async def test_publish_then_consume(self) -> None:
         """A published body and its headers reach the consumer unchanged."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
+        queue, session = await self.new_queue()
         await session.publish(queue, b'{"a": 1}', {"x-zq-reason": "why"})
         _, received = await self.consume(queue)
         await self.settle(lambda: len(received) == 1)
@@ -70,12 +77,7 @@ class BrokerContract:
     @inline
     async def test_ack_removes_and_unacked_return_on_drop(self) -> None:
         """Acked messages are gone; unacked ones come back, redelivered, after the connection drops."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
-        for n in range(3):
-            await session.publish(queue, str(n).encode())
+        queue, _ = await self.new_queue(3)
         _, received = await self.consume(queue)
         await self.settle(lambda: len(received) == 3)
         received[0].channel.ack([received[0].tag])
@@ -91,12 +93,7 @@ class BrokerContract:
     @inline
     async def test_prefetch_limits_unacked(self) -> None:
         """No more than prefetch messages are delivered unacked."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
-        for n in range(10):
-            await session.publish(queue, str(n).encode())
+        queue, session = await self.new_queue(10)
         _, received = await self.consume(queue, prefetch=4)
         await self.settle(lambda: len(received) == 4)
         self.assertEqual((await session.queue_counts(queue))[0], 6)
@@ -106,12 +103,7 @@ class BrokerContract:
     @inline
     async def test_multiple_ack_and_nack_requeue(self) -> None:
         """A batch of tags is acked exactly; a nacked message is delivered again."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
-        for n in range(4):
-            await session.publish(queue, str(n).encode())
+        queue, session = await self.new_queue(4)
         _, received = await self.consume(queue)
         await self.settle(lambda: len(received) == 4)
         channel = received[0].channel
@@ -127,10 +119,7 @@ class BrokerContract:
     @inline
     async def test_counts_purge_and_get(self) -> None:
         """queue_counts, purge and get behave like RabbitMQ's declare, purge and basic.get."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
+        queue, session = await self.new_queue()
         self.assertIsNone(await session.get(queue))
         for n in range(3):
             await session.publish(queue, str(n).encode())
@@ -146,12 +135,7 @@ class BrokerContract:
     @inline
     async def test_ack_after_cancel(self) -> None:
         """After cancel() no new delivery arrives, but deliveries in hand can still be acked."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
-        for n in range(3):
-            await session.publish(queue, str(n).encode())
+        queue, session = await self.new_queue(3)
         channel, received = await self.consume(queue, prefetch=2)
         await self.settle(lambda: len(received) == 2)
         await channel.cancel()
@@ -164,8 +148,7 @@ class BrokerContract:
     @inline
     async def test_channel_reports_closing(self) -> None:
         """when_closed fires when the connection under a consumer channel drops."""
-        queue = unique_queue()
-        self.queues.append(queue)
+        queue, _ = await self.new_queue()
         channel, _ = await self.consume(queue)
         closed = channel.when_closed()
         await self.drop_connection()
@@ -175,10 +158,7 @@ class BrokerContract:
     @inline
     async def test_publish_waits_for_reconnect(self) -> None:
         """A publish made while disconnected goes through on the next connection."""
-        queue = unique_queue()
-        self.queues.append(queue)
-        session = await self.session()
-        await session.declare_queue(queue)
+        queue, session = await self.new_queue()
         await self.drop_connection(reconnect=False)
         published = self.broker.publish(queue, b"late", timeout=10)
         self.assertFalse(published.called)

@@ -33,6 +33,6 @@ setup(
             "coverage>=7",
         ],
     },
-    entry_points={"console_scripts": ["zqctl = zqtwisted.cli:main"]},
+    entry_points={"console_scripts": ["zqctl = zqtwisted.cli.zqctl:main"]},
     zip_safe=False,
 )

@@ -93,8 +93,8 @@ def event_body(url: str, n: int) -> bytes:
 async def run(url: str, count: int, concurrency: int) -> dict[str, float]:
     from zqtwisted.config import Config
     from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker
+    from zqtwisted.runtime.worker import WorkerContext
     from zqtwisted.webhooks.settings import OutgoingWebhookSettings
-    from zqtwisted.worker import WorkerContext
 
     settings = OutgoingWebhookSettings(per_host_concurrency=concurrency, allow_networks=("127.0.0.1/32",))
     publisher = CountingPublisher()

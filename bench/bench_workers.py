@@ -18,7 +18,13 @@ from typing import Any
 
 from benchlib import write_result
 
-from zqtwisted.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.runtime.worker import (
+    Event,
+    LoopQueueProcessingWorker,
+    QueueProcessingWorker,
+    WorkerContext,
+    assign_queue,
+)
 
 
 class Probe:

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.helpers import unique_queue
-from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
+from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
 
 
 def inline(f: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Deferred[None]]:

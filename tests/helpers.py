@@ -16,11 +16,11 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from zqtwisted.config import Config, PathSettings
-from zqtwisted.deadletter import DeadLetterer
-from zqtwisted.publisher import Publisher
-from zqtwisted.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.deadletter import DeadLetterer
+from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.worker import QueueWorker, WorkerContext
 from zqtwisted.testing import MemoryBroker
-from zqtwisted.worker import QueueWorker, WorkerContext
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """zqtwisted: Zulip's queue workers on one Twisted reactor."""
 
+from zqtwisted._version import __version__
 from zqtwisted.errors import (
     InterruptConsumeError,
     MalformedEventError,
@@ -7,7 +8,7 @@ from zqtwisted.errors import (
     TransientError,
     WorkerDeclarationError,
 )
-from zqtwisted.worker import (
+from zqtwisted.runtime.worker import (
     BatchFailures,
     LoopQueueProcessingWorker,
     QueueProcessingWorker,
@@ -16,8 +17,6 @@ from zqtwisted.worker import (
     get_active_worker_queues,
     get_worker,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BatchFailures",

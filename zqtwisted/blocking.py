@@ -19,7 +19,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from zqtwisted.config import DEFAULT_BROKER_URL, redact_url
-from zqtwisted.publisher import encode_event
+from zqtwisted.runtime.publisher import encode_event
 
 logger = logging.getLogger("zqtwisted.blocking")
 

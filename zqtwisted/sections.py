@@ -1,9 +1,9 @@
 """Imports every module that declares a configuration section, so that parsing knows them all."""
 
-import zqtwisted.check
-import zqtwisted.sentry
-import zqtwisted.worker
+import zqtwisted.ops.check
+import zqtwisted.ops.sentry
+import zqtwisted.runtime.worker
 
-zqtwisted.worker.load_builtin_consumers()
+zqtwisted.runtime.worker.load_builtin_consumers()
 
 __all__ = ["zqtwisted"]

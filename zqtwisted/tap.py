@@ -16,21 +16,21 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from zqtwisted.amqp import AMQPBroker
 from zqtwisted.config import Config, ConfigError, load_config
-from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.errors import WorkerDeclarationError
-from zqtwisted.health import BlockedReactorWatchdog, ReactorLagProbe, ReadinessTracker, make_http_service
-from zqtwisted.logs import bridge_stdlib_logging, register_config_secrets
-from zqtwisted.metrics import MetricsObserver
-from zqtwisted.observer import FanOut, RunnerObserver
-from zqtwisted.publisher import Publisher
-from zqtwisted.reactor import ReactorLike
-from zqtwisted.runner import QueueRunner, RunnerSettings
-from zqtwisted.sentry import SentryObserver, SentrySettings, init_sentry, sentry_enabled
-from zqtwisted.service import WorkerService
-from zqtwisted.stats import StatsObserver
-from zqtwisted.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
+from zqtwisted.ops.health import BlockedReactorWatchdog, ReactorLagProbe, ReadinessTracker, make_http_service
+from zqtwisted.ops.logs import bridge_stdlib_logging, register_config_secrets
+from zqtwisted.ops.metrics import MetricsObserver
+from zqtwisted.ops.sentry import SentryObserver, SentrySettings, init_sentry, sentry_enabled
+from zqtwisted.ops.stats import StatsObserver
+from zqtwisted.runtime.amqp import AMQPBroker
+from zqtwisted.runtime.deadletter import DeadLetterer
+from zqtwisted.runtime.observer import FanOut, RunnerObserver
+from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.runtime.reactor import ReactorLike
+from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.service import WorkerService
+from zqtwisted.runtime.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
 
 
 class Options(usage.Options):

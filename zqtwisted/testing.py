@@ -22,7 +22,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
-from zqtwisted.broker import (
+from zqtwisted.runtime.broker import (
     AckTracker,
     BrokerSession,
     BrokerUnavailable,
@@ -205,7 +205,7 @@ class MemorySession:
 
 
 class MemoryBroker:
-    """An in-memory broker with the interface of :class:`zqtwisted.amqp.AMQPBroker`."""
+    """An in-memory broker with the interface of :class:`zqtwisted.runtime.amqp.AMQPBroker`."""
 
     def __init__(self, clock: IReactorTime | None = None) -> None:
         self.clock = clock if clock is not None else Clock()
@@ -336,7 +336,7 @@ class TrackingFactory(WrappingFactory):
 
 
 class RecordingPublisher:
-    """A :class:`zqtwisted.publisher.Publisher` stand-in that records what is published.
+    """A :class:`zqtwisted.runtime.publisher.Publisher` stand-in that records what is published.
 
     ``errors`` fail the next calls, one each; with ``hold`` set, publishes stay
     unconfirmed (their Deferreds are in ``held``) until the test fires them.

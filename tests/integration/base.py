@@ -15,10 +15,10 @@ from twisted.trial import unittest
 import tests.integration.workers  # noqa: F401 - registers the zq_itest_* queues
 from tests.helpers import require_rabbitmq
 from tests.integration.proxy import CuttableProxy
-from zqtwisted.amqp import AMQPBroker
 from zqtwisted.config import BrokerSettings, Config, PathSettings, QueueSettings, WorkerSettings
-from zqtwisted.deadletter import describe, failed_queue
-from zqtwisted.service import WorkerService
+from zqtwisted.runtime.amqp import AMQPBroker
+from zqtwisted.runtime.deadletter import describe, failed_queue
+from zqtwisted.runtime.service import WorkerService
 from zqtwisted.tap import build_service
 
 ITEST_QUEUES = ("zq_itest_record", "zq_itest_flaky", "zq_itest_batch", "zq_itest_faulty")

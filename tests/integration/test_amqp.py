@@ -11,8 +11,8 @@ from twisted.trial import unittest
 from tests.contract import BrokerContract
 from tests.helpers import require_rabbitmq
 from tests.integration.proxy import CuttableProxy
-from zqtwisted.amqp import AMQPBroker
 from zqtwisted.config import BrokerSettings
+from zqtwisted.runtime.amqp import AMQPBroker
 
 
 class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):

@@ -25,7 +25,7 @@ class CheckTests(IntegrationCase):
         )
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config)}
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", "from zqtwisted.cli import main; main()", *args], env=env
+            sys.executable, ["-c", "from zqtwisted.cli.zqctl import main; main()", *args], env=env
         )
         return code, out.decode() + err.decode()
 
@@ -72,7 +72,7 @@ class CheckTests(IntegrationCase):
         config.write_text('[broker]\nurl = "amqp://guest:guest@127.0.0.1:1/%2F"\nconnect_timeout = 1\n')
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config)}
         out, _err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", "from zqtwisted.cli import main; main()", "check"], env=env
+            sys.executable, ["-c", "from zqtwisted.cli.zqctl import main; main()", "check"], env=env
         )
         self.assertEqual(code, 3)
         self.assertIn(b"|3|UNKNOWN|", out)

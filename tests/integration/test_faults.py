@@ -21,7 +21,7 @@ from tests.contract import inline
 from tests.helpers import free_port
 from tests.integration.base import IntegrationCase
 from zqtwisted.config import QueueSettings
-from zqtwisted.deadletter import failed_queue
+from zqtwisted.runtime.deadletter import failed_queue
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_RETRIES = {"retry_base": 0.01, "retry_cap": 0.2}
@@ -105,7 +105,7 @@ class FaultTests(IntegrationCase):
         config.write_text('[workers]\nconsumer_modules = ["tests.integration.workers"]\n')
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config)}
         out, err, code = await getProcessOutputAndValue(
-            sys.executable, ["-c", "from zqtwisted.cli import main; main()", *args], env=env
+            sys.executable, ["-c", "from zqtwisted.cli.zqctl import main; main()", *args], env=env
         )
         self.assertEqual(code, 0, err.decode())
         return out.decode()

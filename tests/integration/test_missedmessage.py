@@ -14,9 +14,9 @@ import zqtwisted.consumers.missedmessage_emails  # noqa: F401 - registers the qu
 from tests.contract import inline
 from tests.integration.base import IntegrationCase
 from tests.missedmessage_fixtures import private_event, stream_event
-from zqtwisted.deadletter import failed_queue
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.missedmessage.settings import MissedMessageSettings
+from zqtwisted.runtime.deadletter import failed_queue
 
 QUEUES = ("missedmessage_emails", "email_senders")
 

@@ -32,16 +32,16 @@ from tests.integration.base import IntegrationCase
 from tests.unit.test_push_payload import dm_event, remove_event
 from zqtwisted.config import Config, QueueSettings
 from zqtwisted.consumers.push_notifications import PushNotificationsWorker
-from zqtwisted.deadletter import failed_queue
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.bouncer import BouncerRefused, BouncerRetryLater
 from zqtwisted.push.payload import build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE, shard_queue, shard_queues
 from zqtwisted.push.testing import RunningBouncer, error_body, serve_bouncer
-from zqtwisted.service import WorkerService
+from zqtwisted.runtime.deadletter import failed_queue
+from zqtwisted.runtime.service import WorkerService
+from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.tap import build_service
-from zqtwisted.worker import WorkerContext
 
 SHARDS = 3
 CREDENTIALS = {f"uuid-{n}": f"key-{n}" for n in range(1, SHARDS + 1)}

@@ -31,17 +31,17 @@ from twisted.trial.unittest import TestCase
 from tests.contract import inline
 from zqtwisted.config import Config, PathSettings
 from zqtwisted.consumers.email_senders import ImmediateEmailSenderWorker
-from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.mail.backends import Mailer, SMTPMailer, build_mailer
 from zqtwisted.mail.render import Renderer
 from zqtwisted.mail.settings import MailSettings, shipped_template_dir
 from zqtwisted.mail.smtp import SMTPPermanentError, SMTPTemporaryError, SMTPUnavailable
 from zqtwisted.mail.testing import LocalSMTPServer
-from zqtwisted.publisher import Publisher
-from zqtwisted.retry import BackoffPolicy
-from zqtwisted.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.deadletter import DeadLetterer
+from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.runtime.retry import BackoffPolicy
+from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.testing import MemoryBroker
-from zqtwisted.worker import WorkerContext
 
 TEMPLATES = shipped_template_dir()
 

@@ -24,14 +24,14 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from tests.unit.test_webhook_payload import private_event, stream_event
 from zqtwisted.config import Config
 from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
-from zqtwisted.deadletter import DeadLetterer
 from zqtwisted.errors import TransientError
-from zqtwisted.retry import BackoffPolicy
-from zqtwisted.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.deadletter import DeadLetterer
+from zqtwisted.runtime.retry import BackoffPolicy
+from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
+from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.testing import MemoryBroker, RecordingPublisher, TrackingFactory
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
-from zqtwisted.worker import WorkerContext
 
 Handler = Callable[[Request, bytes], Any]
 

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from zqtwisted.errors import PermanentError, TransientError
-from zqtwisted.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, assign_queue
+from zqtwisted.runtime.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, assign_queue
 
 
 def record(ids: Sequence[Any]) -> None:

@@ -9,9 +9,9 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
-from zqtwisted.amqp import AMQPBroker, broker_endpoint, connection_parameters
-from zqtwisted.broker import BrokerUnavailable
 from zqtwisted.config import BrokerSettings
+from zqtwisted.runtime.amqp import AMQPBroker, broker_endpoint, connection_parameters
+from zqtwisted.runtime.broker import BrokerUnavailable
 
 
 class FakeEndpoint:

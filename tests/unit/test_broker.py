@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from zqtwisted.broker import AckTracker
+from zqtwisted.runtime.broker import AckTracker
 
 
 class AckTrackerTests(unittest.TestCase):

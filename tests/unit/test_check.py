@@ -10,7 +10,8 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from zqtwisted.check import (
+from zqtwisted.config import ConfigError, parse_config
+from zqtwisted.ops.check import (
     CRITICAL,
     OK,
     UNKNOWN,
@@ -22,7 +23,6 @@ from zqtwisted.check import (
     parse_stats,
     run_check,
 )
-from zqtwisted.config import ConfigError, parse_config
 
 NOW = 1_700_000_000
 QUEUES = {"email_senders", "outgoing_webhooks", "deferred_work", "missedmessage_mobile_notifications"}

@@ -13,7 +13,16 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from zqtwisted.cli import cmd_check, cmd_failed, cmd_publish, cmd_purge, cmd_queues, cmd_replay, parser, replay_body
+from zqtwisted.cli.zqctl import (
+    cmd_check,
+    cmd_failed,
+    cmd_publish,
+    cmd_purge,
+    cmd_queues,
+    cmd_replay,
+    parser,
+    replay_body,
+)
 from zqtwisted.config import Config, PathSettings
 from zqtwisted.errors import WorkerDeclarationError
 from zqtwisted.testing import MemoryBroker

@@ -7,7 +7,7 @@ import time
 
 from twisted.trial import unittest
 
-from zqtwisted.deadletter import DeadLetter, describe, error_file_line, failed_queue
+from zqtwisted.runtime.deadletter import DeadLetter, describe, error_file_line, failed_queue
 
 
 class DeadLetterTests(unittest.TestCase):

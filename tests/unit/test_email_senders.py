@@ -25,7 +25,7 @@ from zqtwisted.errors import MalformedEventError
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.mail.smtp import SMTPPermanentError, SMTPTemporaryError, SMTPUnavailable
 from zqtwisted.mail.testing import FakeMailer
-from zqtwisted.worker import BatchFailures, get_worker_class
+from zqtwisted.runtime.worker import BatchFailures, get_worker_class
 
 
 def event(to: str = "hamlet@example.com", **fields: Any) -> dict[str, Any]:

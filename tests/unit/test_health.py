@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from zqtwisted.health import (
+from zqtwisted.ops.health import (
     BlockedReactorWatchdog,
     ReactorLagProbe,
     Readiness,
@@ -25,7 +25,7 @@ from zqtwisted.health import (
     make_http_service,
     make_root,
 )
-from zqtwisted.metrics import MetricsObserver
+from zqtwisted.ops.metrics import MetricsObserver
 
 
 def get(resource: Resource, path: bytes) -> tuple[int, dict[str, Any] | bytes, DummyRequest]:

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from zqtwisted.config import parse_config
-from zqtwisted.logs import (
+from zqtwisted.ops.logs import (
     SecretMasker,
     bridge_stdlib_logging,
     make_observer,
@@ -112,7 +112,7 @@ class SecretsTests(TestCase):
 
     def test_config_secrets_registered(self) -> None:
         """register_config_secrets masks the broker password and secrets kept in files."""
-        from zqtwisted.sentry import SentrySettings  # noqa: F401 - registers [sentry]
+        from zqtwisted.ops.sentry import SentrySettings  # noqa: F401 - registers [sentry]
 
         dsn_file = temp_path(self)
         with open(dsn_file, "w") as f:

@@ -16,10 +16,10 @@ from tests.helpers import Harness
 from tests.missedmessage_fixtures import stream_event
 from zqtwisted.config import ConfigError
 from zqtwisted.consumers.missedmessage_emails import MissedMessageWorker
-from zqtwisted.deadletter import H_MESSAGE
 from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.store import MemoryStore
-from zqtwisted.worker import get_worker_class
+from zqtwisted.runtime.deadletter import H_MESSAGE
+from zqtwisted.runtime.worker import get_worker_class
 
 
 class HoldingStore(MemoryStore):

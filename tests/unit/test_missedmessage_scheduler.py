@@ -19,7 +19,7 @@ from tests.missedmessage_fixtures import FakePublisher, private_event, stream_ev
 from zqtwisted.missedmessage.scheduler import BatchScheduler, SchedulerOptions
 from zqtwisted.missedmessage.sqlstore import SQLiteStore
 from zqtwisted.missedmessage.store import MemoryStore, PendingStore, Shard
-from zqtwisted.retry import BackoffPolicy
+from zqtwisted.runtime.retry import BackoffPolicy
 
 HAMLET, IAGO = "hamlet@example.com", "iago@example.com"
 

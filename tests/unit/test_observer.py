@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from zqtwisted.observer import FanOut, NullObserver
+from zqtwisted.runtime.observer import FanOut, NullObserver
 
 
 class Counting(NullObserver):

@@ -16,6 +16,7 @@ from tests.unit.test_webhook_payload import private_event, stream_event
 from zqtwisted.config import Config
 from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
 from zqtwisted.errors import MalformedEventError, PermanentError, TransientError
+from zqtwisted.runtime.worker import WorkerContext, get_worker_class
 from zqtwisted.webhooks.client import (
     HostBusyError,
     ResponseTooLarge,
@@ -26,7 +27,6 @@ from zqtwisted.webhooks.client import (
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.replies import FAILURE, OWNER_NOTICE, REPLY, Reply, ReplyRejected
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
-from zqtwisted.worker import WorkerContext, get_worker_class
 
 URL = "https://bots.example.com/hook"
 OTHER = "https://other.example.com/hook"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from zqtwisted.broker import BrokerUnavailable
-from zqtwisted.publisher import Publisher, encode_event, queue_json_publish, set_default_publisher
+from zqtwisted.runtime.broker import BrokerUnavailable
+from zqtwisted.runtime.publisher import Publisher, encode_event, queue_json_publish, set_default_publisher
 from zqtwisted.testing import MemoryBroker
 
 

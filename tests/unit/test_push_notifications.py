@@ -23,8 +23,8 @@ from zqtwisted.push.bouncer import BouncerRefused, BouncerResult, BouncerRetryLa
 from zqtwisted.push.payload import Notification
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE
+from zqtwisted.runtime.worker import WorkerContext, get_worker_class
 from zqtwisted.tap import queue_for
-from zqtwisted.worker import WorkerContext, get_worker_class
 
 HOLD = "hold"
 BOUNCER = PushSettings(bouncer_url="https://push.example.com", server_uuid="u", api_key="k")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from zqtwisted.redact import redact_event, redact_text
+from zqtwisted.runtime.redact import redact_event, redact_text
 
 
 class RedactTests(unittest.TestCase):

@@ -7,7 +7,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from zqtwisted.errors import InterruptConsumeError, MalformedEventError, PermanentError, TransientError
-from zqtwisted.retry import BackoffPolicy, Outcome, classify, next_attempt
+from zqtwisted.runtime.retry import BackoffPolicy, Outcome, classify, next_attempt
 
 
 class BackoffTests(unittest.TestCase):

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from tests.helpers import Harness
 from zqtwisted.errors import InterruptConsumeError, MalformedEventError, PermanentError, TransientError
-from zqtwisted.worker import BatchFailures, Event, LoopQueueProcessingWorker, QueueProcessingWorker
+from zqtwisted.runtime.worker import BatchFailures, Event, LoopQueueProcessingWorker, QueueProcessingWorker
 
 
 class Recorder(QueueProcessingWorker):

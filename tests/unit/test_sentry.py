@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from zqtwisted.config import ConfigError, parse_config
-from zqtwisted.logs import SECRETS
-from zqtwisted.sentry import SentryObserver, SentrySettings, capture_failure, events_context, init_sentry
+from zqtwisted.ops.logs import SECRETS
+from zqtwisted.ops.sentry import SentryObserver, SentrySettings, capture_failure, events_context, init_sentry
 
 DSN = "https://publickey@sentry.invalid/42"
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.trial.unittest import TestCase
 
-from zqtwisted.stats import QueueStats, StatsObserver, render_stats
+from zqtwisted.ops.stats import QueueStats, StatsObserver, render_stats
 
 
 def temp_path(case: TestCase) -> str:

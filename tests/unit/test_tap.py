@@ -11,9 +11,9 @@ from twisted.trial import unittest
 
 from tests.helpers import environ
 from zqtwisted.config import Config, PathSettings, QueueSettings, WorkerSettings
+from zqtwisted.runtime.worker import QueueProcessingWorker, assign_queue, unregister_worker
 from zqtwisted.tap import Options, build_service, queue_for, select_queues
 from zqtwisted.testing import MemoryBroker
-from zqtwisted.worker import QueueProcessingWorker, assign_queue, unregister_worker
 
 
 class OptionsTests(unittest.TestCase):
@@ -105,7 +105,7 @@ class StartFailureTests(unittest.TestCase):
         """A worker whose start() fails is logged and the service asks to stop (no half-running process)."""
         from twisted.internet.defer import fail
 
-        from zqtwisted.service import WorkerService
+        from zqtwisted.runtime.service import WorkerService
 
         @assign_queue("zq_start_fails")
         class Broken(QueueProcessingWorker):

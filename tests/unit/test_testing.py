@@ -43,7 +43,7 @@ class FakeInterfaceTests(unittest.TestCase):
         """RecordingPublisher.publish_json takes what Publisher.publish_json takes, and records it."""
         import inspect
 
-        from zqtwisted.publisher import Publisher
+        from zqtwisted.runtime.publisher import Publisher
         from zqtwisted.testing import RecordingPublisher
 
         self.assertEqual(

@@ -12,10 +12,19 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from zqtwisted.health import MetricsResource
-from zqtwisted.metrics import MetricsObserver
-from zqtwisted.stats import StatsObserver
-from zqtwisted.top import CLEAR, QueueCounters, Sample, compute_rows, metrics_url_for, parse_metrics, render, run_top
+from zqtwisted.ops.health import MetricsResource
+from zqtwisted.ops.metrics import MetricsObserver
+from zqtwisted.ops.stats import StatsObserver
+from zqtwisted.ops.top import (
+    CLEAR,
+    QueueCounters,
+    Sample,
+    compute_rows,
+    metrics_url_for,
+    parse_metrics,
+    render,
+    run_top,
+)
 
 
 def temp_path(case: TestCase) -> str:

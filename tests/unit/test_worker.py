@@ -7,9 +7,8 @@ from twisted.trial import unittest
 
 from zqtwisted.config import Config
 from zqtwisted.errors import WorkerDeclarationError
-from zqtwisted.publisher import Publisher
-from zqtwisted.testing import MemoryBroker
-from zqtwisted.worker import (
+from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.runtime.worker import (
     LoopQueueProcessingWorker,
     QueueProcessingWorker,
     WorkerContext,
@@ -18,6 +17,7 @@ from zqtwisted.worker import (
     get_worker,
     unregister_worker,
 )
+from zqtwisted.testing import MemoryBroker
 
 
 class RegistryTests(unittest.TestCase):

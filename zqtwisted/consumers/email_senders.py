@@ -24,8 +24,8 @@ from zqtwisted.mail.backends import Mailer, build_mailer
 from zqtwisted.mail.render import Renderer, validate
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.mail.smtp import SMTPUnavailable
-from zqtwisted.redact import redact_event
-from zqtwisted.worker import BatchFailures, Event, LoopQueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.runtime.redact import redact_event
+from zqtwisted.runtime.worker import BatchFailures, Event, LoopQueueProcessingWorker, WorkerContext, assign_queue
 
 MailerFactory = Callable[[Any, MailSettings], Mailer]
 

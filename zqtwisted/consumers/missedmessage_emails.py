@@ -31,8 +31,8 @@ from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.sqlstore import build_store
 from zqtwisted.missedmessage.store import PendingStore, Shard
 from zqtwisted.missedmessage.unread import UnreadChecker, build_unread_checker
-from zqtwisted.redact import redact_event
-from zqtwisted.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.runtime.redact import redact_event
+from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
 
 
 @assign_queue("missedmessage_emails")

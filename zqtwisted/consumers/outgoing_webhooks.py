@@ -28,7 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.errors import TransientError
-from zqtwisted.redact import redact_text
+from zqtwisted.runtime.redact import redact_text
+from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
 from zqtwisted.webhooks.client import (
     HostBusyError,
     WebhookClient,
@@ -62,7 +63,6 @@ from zqtwisted.webhooks.replies import (
 )
 from zqtwisted.webhooks.response import BotReply, HttpFailure, InvalidResponse, classify_response
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
-from zqtwisted.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
 
 CONNECTION_FAILED = "A connection error occurred. Is my bot server down?"
 SERVER_ERROR = (

@@ -32,7 +32,7 @@ from zqtwisted.push.bouncer import BouncerRefused, PushBackend, build_backend
 from zqtwisted.push.payload import build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE
-from zqtwisted.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
 
 
 @assign_queue(QUEUE)

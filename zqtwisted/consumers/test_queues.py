@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from zqtwisted.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, assign_queue
+from zqtwisted.runtime.worker import Event, LoopQueueProcessingWorker, QueueProcessingWorker, assign_queue
 
 
 @assign_queue("test", is_test_queue=True)

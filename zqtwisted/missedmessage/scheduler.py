@@ -35,7 +35,7 @@ from zqtwisted.missedmessage.grouping import EmailOptions, build_email_events
 from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.store import PendingRow, PendingStore, Shard
 from zqtwisted.missedmessage.unread import UnreadChecker
-from zqtwisted.retry import BackoffPolicy
+from zqtwisted.runtime.retry import BackoffPolicy
 
 Publish = Callable[[str, Mapping[str, Any]], Deferred[None]]
 

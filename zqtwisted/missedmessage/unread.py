@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from zqtwisted import __version__
+from zqtwisted._version import __version__
 from zqtwisted.webhooks.client import WebhookClient, WebhookResponse
 
 

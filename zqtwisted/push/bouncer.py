@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from zqtwisted import __version__
+from zqtwisted._version import __version__
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.payload import Notification
 from zqtwisted.push.settings import PushSettings

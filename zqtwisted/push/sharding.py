@@ -43,7 +43,7 @@ def shard_queues(shards: int = 1, queue: str = QUEUE) -> list[str]:
 def publish_push_event(publisher: Any, event: Mapping[str, Any], shards: int = 1) -> Deferred[None]:
     """Publish ``event`` to its user's shard; fires when the broker has confirmed it.
 
-    ``publisher`` is a :class:`zqtwisted.publisher.Publisher` (anything with
+    ``publisher`` is a :class:`zqtwisted.runtime.publisher.Publisher` (anything with
     ``publish_json(queue, event)``).
     """
     result: Deferred[None] = publisher.publish_json(shard_queue(event["user_profile_id"], shards), event)

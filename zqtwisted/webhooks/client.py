@@ -49,7 +49,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from zqtwisted import __version__
+from zqtwisted._version import __version__
 from zqtwisted.webhooks.guard import DisallowedNetworkError, GuardedEndpointFactory, NetworkGuard
 from zqtwisted.webhooks.settings import MIB, OutgoingWebhookSettings
 

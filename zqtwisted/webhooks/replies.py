@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from zqtwisted import __version__
+from zqtwisted._version import __version__
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.webhooks.client import WebhookClient, WebhookError, WebhookResponse
 from zqtwisted.webhooks.payload import FORM_CONTENT_TYPE, encode_form, topic_of

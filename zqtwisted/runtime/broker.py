@@ -1,6 +1,6 @@
 """The broker interface the runtime is written against.
 
-Two implementations stand behind it: :mod:`zqtwisted.amqp` (RabbitMQ through
+Two implementations stand behind it: :mod:`zqtwisted.runtime.amqp` (RabbitMQ through
 pika's ``TwistedProtocolConnection``) and :class:`zqtwisted.testing.MemoryBroker`.
 Both pass the shared contract tests in ``tests/contract.py``.
 """

@@ -14,7 +14,7 @@ import json
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from inspect import iscoroutine
 from typing import Any
 
@@ -24,14 +24,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.broker import Broker, BrokerSession, ConsumerChannel, Delivery
-from zqtwisted.config import QueueSettings
-from zqtwisted.deadletter import H_FIRST, DeadLetter, DeadLetterer, iso_time
 from zqtwisted.errors import MalformedEventError
-from zqtwisted.observer import NullObserver, RunnerObserver
-from zqtwisted.redact import redact_event
-from zqtwisted.retry import BackoffPolicy, Outcome, classify, next_attempt
-from zqtwisted.worker import BatchFailures, LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
+from zqtwisted.runtime.broker import Broker, BrokerSession, ConsumerChannel, Delivery
+from zqtwisted.runtime.deadletter import H_FIRST, DeadLetter, DeadLetterer, iso_time
+from zqtwisted.runtime.observer import NullObserver, RunnerObserver
+from zqtwisted.runtime.redact import redact_event
+from zqtwisted.runtime.retry import Outcome, classify, next_attempt
+from zqtwisted.runtime.runner_settings import RunnerSettings
+from zqtwisted.runtime.worker import BatchFailures, LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
 
 REATTACH_DELAY = 1.0
 
@@ -41,48 +41,6 @@ REASONS = {
     Outcome.TIMEOUT: "timeout",
     Outcome.MALFORMED: "malformed",
 }
-
-
-@dataclass(frozen=True)
-class RunnerSettings:
-    prefetch: int = 100
-    concurrency: int = 1
-    timeout: float | None = 30.0
-    max_retries: int = 3
-    batch_size: int = 1
-    sleep_delay: float = 1.0
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    retry_unexpected: bool = False
-    max_body_bytes: int = 1024 * 1024
-    publish_timeout: float = 30.0
-
-    @classmethod
-    def resolve(cls, worker: type[QueueWorker], qs: QueueSettings, publish_timeout: float = 30.0) -> RunnerSettings:
-        """Combine the worker class's defaults with the queue's configuration."""
-        batched = issubclass(worker, LoopQueueProcessingWorker)
-        batch_size = (qs.batch_size or worker.batch_size) if batched else 1  # type: ignore[attr-defined]
-        sleep_delay = qs.sleep_delay if qs.sleep_delay is not None else getattr(worker, "sleep_delay", 1.0)
-        prefetch = qs.prefetch or worker.prefetch
-        if batched:
-            prefetch = max(prefetch, batch_size)
-        if qs.max_consume_seconds == "none":
-            timeout: float | None = None
-        elif qs.max_consume_seconds == "default":
-            timeout = worker.max_consume_seconds
-        else:
-            timeout = float(qs.max_consume_seconds)
-        return cls(
-            prefetch=prefetch,
-            concurrency=qs.concurrency or worker.concurrency,
-            timeout=timeout,
-            max_retries=qs.max_retries if qs.max_retries is not None else worker.max_retries,
-            batch_size=batch_size,
-            sleep_delay=sleep_delay,
-            backoff=BackoffPolicy(qs.retry_base, qs.retry_cap),
-            retry_unexpected=qs.retry_unexpected,
-            max_body_bytes=qs.max_body_bytes,
-            publish_timeout=publish_timeout,
-        )
 
 
 @dataclass(eq=False, slots=True)

@@ -27,7 +27,8 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.broker import (
+from zqtwisted.config import BrokerSettings, redact_url
+from zqtwisted.runtime.broker import (
     AckTracker,
     BrokerSession,
     BrokerUnavailable,
@@ -37,8 +38,7 @@ from zqtwisted.broker import (
     SessionListener,
     SessionWaiters,
 )
-from zqtwisted.config import BrokerSettings, redact_url
-from zqtwisted.reactor import ReactorLike
+from zqtwisted.runtime.reactor import ReactorLike
 
 PERSISTENT = 2
 

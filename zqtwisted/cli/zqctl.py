@@ -21,16 +21,16 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
 from twisted.logger import LogLevel
 
-from zqtwisted.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
-from zqtwisted.check import UNKNOWN, CheckSettings, check_consumers, run_check
 from zqtwisted.config import Config, ConfigError, load_config
-from zqtwisted.deadletter import describe, failed_queue
 from zqtwisted.errors import WorkerDeclarationError
-from zqtwisted.health import DEFAULT_HTTP_ENDPOINT
-from zqtwisted.logs import register_config_secrets, setup_logging
-from zqtwisted.publisher import encode_event
-from zqtwisted.top import metrics_url_for, run_top
-from zqtwisted.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
+from zqtwisted.ops.check import UNKNOWN, CheckSettings, check_consumers, run_check
+from zqtwisted.ops.health import DEFAULT_HTTP_ENDPOINT
+from zqtwisted.ops.logs import register_config_secrets, setup_logging
+from zqtwisted.ops.top import metrics_url_for, run_top
+from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
+from zqtwisted.runtime.deadletter import describe, failed_queue
+from zqtwisted.runtime.publisher import encode_event
+from zqtwisted.runtime.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # Beyond the connect deadline, time for one reconnect attempt.
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _run(reactor: Any, config: Config, command: Command, args: argparse.Namespace) -> None:
-    from zqtwisted.amqp import AMQPBroker
+    from zqtwisted.runtime.amqp import AMQPBroker
 
     broker = AMQPBroker(reactor, config.broker)
     args.clock = reactor

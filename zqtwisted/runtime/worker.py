@@ -1,6 +1,6 @@
 """Worker classes and their registry, with Zulip's names and semantics.
 
-A worker declares *what* to do with an event; the runtime (:mod:`zqtwisted.runner`)
+A worker declares *what* to do with an event; the runtime (:mod:`zqtwisted.runtime.runner`)
 decides when, acks, retries and dead-letters.  A consumer returns a plain value, a
 Deferred or a coroutine, and never touches a channel::
 
@@ -25,8 +25,8 @@ from zqtwisted.config import Config
 from zqtwisted.errors import WorkerDeclarationError
 
 if TYPE_CHECKING:
-    from zqtwisted.publisher import Publisher
-    from zqtwisted.reactor import ReactorLike
+    from zqtwisted.runtime.publisher import Publisher
+    from zqtwisted.runtime.reactor import ReactorLike
 
 Event = dict[str, Any]
 W = TypeVar("W", bound="type[QueueWorker]")

@@ -1,9 +1,9 @@
 """Prometheus metrics of the runtime, in a registry of their own.
 
 :class:`MetricsObserver` listens to the runtime (a
-:class:`zqtwisted.observer.RunnerObserver`) and to the broker (a
-:class:`zqtwisted.broker.SessionListener`), and is told about reactor lag by
-:class:`zqtwisted.health.ReactorLagProbe`.  It never uses prometheus_client's
+:class:`zqtwisted.runtime.observer.RunnerObserver`) and to the broker (a
+:class:`zqtwisted.runtime.broker.SessionListener`), and is told about reactor lag by
+:class:`zqtwisted.ops.health.ReactorLagProbe`.  It never uses prometheus_client's
 global registry, so several instances (tests, several services) never clash.
 
 Labels are queue names, outcomes and reasons chosen by the code: never an event
@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from zqtwisted.observer import NullObserver
-from zqtwisted.redact import redact_text
+from zqtwisted.runtime.observer import NullObserver
+from zqtwisted.runtime.redact import redact_text
 
 PREFIX = "zqtwisted"
 

@@ -20,8 +20,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.check import read_stats
-from zqtwisted.metrics import PREFIX
+from zqtwisted.ops.check import read_stats
+from zqtwisted.ops.metrics import PREFIX
 
 CLEAR = "\x1b[H\x1b[2J"
 HTTP_TIMEOUT = 2.0
@@ -60,7 +60,7 @@ class Row:
 
 
 def parse_metrics(text: str) -> dict[str, QueueCounters]:
-    """Per-queue counters from a Prometheus text exposition of :mod:`zqtwisted.metrics`."""
+    """Per-queue counters from a Prometheus text exposition of :mod:`zqtwisted.ops.metrics`."""
     wanted = {
         f"{PREFIX}_events_consumed_total": "consumed",
         f"{PREFIX}_events_failed_total": "failed",

@@ -1,7 +1,7 @@
 """Zulip's queue check (``check-rabbitmq-queue``) as pure functions, plus a consumers check.
 
 Inputs are values: per queue ``(messages, consumers)`` as the broker reports them,
-the parsed stats files (:mod:`zqtwisted.stats`), and ``now``.  Output is a Nagios
+the parsed stats files (:mod:`zqtwisted.ops.stats`), and ``now``.  Output is a Nagios
 status and Zulip's one-line text ``{now}|{status}|{STATE}|{message}``.
 
 The rules are Zulip's (``scripts/lib/check_rabbitmq_queue.py``):
@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from zqtwisted.config import ConfigError, config_section
-from zqtwisted.stats import stats_path
+from zqtwisted.ops.stats import stats_path
 
 OK = 0
 WARNING = 1
@@ -202,7 +202,7 @@ def summarize(results: Iterable[Result], now: int, ok_message: str = "queues nor
 
 def default_stats_queues() -> list[str]:
     """Every registered queue: all zqtwisted workers write stats files."""
-    from zqtwisted.worker import get_active_worker_queues
+    from zqtwisted.runtime.worker import get_active_worker_queues
 
     return get_active_worker_queues() + get_active_worker_queues(only_test_queues=True)
 

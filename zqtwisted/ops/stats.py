@@ -1,6 +1,6 @@
 """Zulip's queue stats files: ``{stats_dir}/{queue}.stats``, same keys, same cadence.
 
-Zulip's monitoring (``check-rabbitmq-queue``, and :mod:`zqtwisted.check`) reads
+Zulip's monitoring (``check-rabbitmq-queue``, and :mod:`zqtwisted.ops.check`) reads
 these files, so the format is Zulip's exactly: JSON with a 2-space indent and a
 trailing newline, written atomically (``.tmp`` then rename), with the keys
 ``update_time``, ``recent_average_consume_time``, ``queue_last_emptied_timestamp``
@@ -13,7 +13,7 @@ the last write -- checked at the end of a consume, never on a timer, so that a
 stuck consume leaves the file stale and the check reports the queue as stuck.
 
 :class:`QueueStats` is the pure state of one queue; :class:`StatsObserver`
-listens to the runtime (:class:`zqtwisted.observer.RunnerObserver`) and writes.
+listens to the runtime (:class:`zqtwisted.runtime.observer.RunnerObserver`) and writes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from zqtwisted.observer import NullObserver
+from zqtwisted.runtime.observer import NullObserver
 
 # Zulip's QueueProcessingWorker constants.
 RECENT_CONSUMES = 50

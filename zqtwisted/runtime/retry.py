@@ -1,7 +1,7 @@
 """Retry decisions: a pure backoff policy and a failure classifier.
 
 The scheduler that uses them (``callLater``, cancelled on stop) lives in
-:mod:`zqtwisted.runner`.
+:mod:`zqtwisted.runtime.runner`.
 """
 
 from __future__ import annotations

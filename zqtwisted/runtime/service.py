@@ -15,9 +15,9 @@ from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherRes
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.broker import Broker, BrokerSession
-from zqtwisted.publisher import Publisher, set_default_publisher
-from zqtwisted.runner import QueueRunner
+from zqtwisted.runtime.broker import Broker, BrokerSession
+from zqtwisted.runtime.publisher import Publisher, set_default_publisher
+from zqtwisted.runtime.runner import QueueRunner
 
 
 class WorkerService(MultiService):

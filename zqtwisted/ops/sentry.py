@@ -8,7 +8,7 @@
   ``["worker-timeout", queue]`` so that they group per queue.
 
 Nothing is sent when no DSN is configured.  Every string of an outgoing event goes
-through the log masker (:func:`zqtwisted.logs.mask_text`), so registered secrets and
+through the log masker (:func:`zqtwisted.ops.logs.mask_text`), so registered secrets and
 URL passwords never leave the process.
 """
 
@@ -27,9 +27,9 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from twisted.python.failure import Failure
 
 from zqtwisted.config import ConfigError, config_section, read_secret
-from zqtwisted.logs import mask_text, register_secret
-from zqtwisted.observer import NullObserver
-from zqtwisted.redact import redact_event
+from zqtwisted.ops.logs import mask_text, register_secret
+from zqtwisted.runtime.observer import NullObserver
+from zqtwisted.runtime.redact import redact_event
 
 DEFAULT_MAX_EVENT_CONTEXT_BYTES = 16 * 1024
 
@@ -78,7 +78,7 @@ def init_sentry(settings: SentrySettings, release: str | None = None, transport:
     register_secret(dsn, urlsplit(dsn).username)
     _options["max_event_context_bytes"] = settings.max_event_context_bytes
     if release is None:
-        from zqtwisted import __version__
+        from zqtwisted._version import __version__
 
         release = f"zqtwisted@{__version__}"
     sentry_sdk.init(

@@ -1,6 +1,6 @@
 """The HTTP side of operations: ``/metrics``, ``/health``, ``/ready``, and the reactor lag probe.
 
-- ``/metrics``: Prometheus text from the :class:`zqtwisted.metrics.MetricsObserver` registry;
+- ``/metrics``: Prometheus text from the :class:`zqtwisted.ops.metrics.MetricsObserver` registry;
 - ``/health``: 200 while the reactor is responsive, as measured by a
   :class:`ReactorLagProbe` (a ``LoopingCall`` every 0.5 s on the injected clock);
 - ``/ready``: 200 when connected to the broker and every consumer is attached, else 503.
@@ -33,7 +33,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from zqtwisted.observer import NullObserver
+from zqtwisted.runtime.observer import NullObserver
 
 PROBE_INTERVAL = 0.5
 DEFAULT_HTTP_ENDPOINT = "tcp:9191:interface=127.0.0.1"

@@ -20,8 +20,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from zqtwisted.broker import Broker
-from zqtwisted.redact import redact_event, redact_text
+from zqtwisted.runtime.broker import Broker
+from zqtwisted.runtime.redact import redact_event, redact_text
 
 FAILED_SUFFIX = ".failed"
 MESSAGE_LIMIT = 1000

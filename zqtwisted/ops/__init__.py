@@ -1,0 +1,1 @@
+"""Operations: stats files, checks, metrics, health, logs, Sentry, top."""

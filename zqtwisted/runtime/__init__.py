@@ -1,0 +1,1 @@
+"""The runtime: broker connection, broker interface, runners, workers, service, retries, dead letters, publishing."""

@@ -24,7 +24,7 @@ import sys
 import time
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults, succeed
@@ -61,7 +61,9 @@ class CountingPublisher:
     def __init__(self) -> None:
         self.count = 0
 
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
+    def publish_json(
+        self, queue: str, event: Mapping[str, Any], headers: Mapping[str, Any] | None = None
+    ) -> Deferred[None]:
         self.count += 1
         return succeed(None)
 
@@ -91,21 +93,21 @@ def event_body(url: str, n: int) -> bytes:
 
 
 async def run(url: str, count: int, concurrency: int) -> dict[str, float]:
+    from zqtwisted.catalog import get_worker
     from zqtwisted.config import Config
     from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker
-    from zqtwisted.runtime.worker import WorkerContext
+    from zqtwisted.resources import Resources
+    from zqtwisted.runtime.consumer import WorkerContext
+    from zqtwisted.runtime.reactor import IConnectingReactor
     from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 
     settings = OutgoingWebhookSettings(per_host_concurrency=concurrency, allow_networks=("127.0.0.1/32",))
     publisher = CountingPublisher()
-    worker = OutgoingWebhookWorker(
-        WorkerContext(
-            reactor=reactor,
-            config=Config(sections=types.MappingProxyType({"outgoing_webhooks": settings})),
-            publisher=publisher,  # type: ignore[arg-type]
-            queue="outgoing_webhooks",
-        )
-    )
+    config = Config(sections=types.MappingProxyType({"outgoing_webhooks": settings}))
+    resources = Resources(cast(IConnectingReactor, reactor), config, publisher)
+    context = WorkerContext(queue="outgoing_webhooks", clock=cast(IConnectingReactor, reactor), publisher=publisher)
+    worker = get_worker("outgoing_webhooks", context, resources)
+    assert isinstance(worker, OutgoingWebhookWorker)
     worker.start()
     slots = DeferredSemaphore(concurrency)
     latencies: list[float] = []
@@ -122,7 +124,10 @@ async def run(url: str, count: int, concurrency: int) -> dict[str, float]:
     started = time.perf_counter()
     await gatherResults([slots.run(one, b) for b in bodies])
     elapsed = time.perf_counter() - started
-    await worker.stop()
+    stopped = worker.stop()
+    if stopped is not None:
+        await stopped
+    await resources.close()
     latencies.sort()
     return {
         "events": count,

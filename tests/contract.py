@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.helpers import unique_queue
-from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
+from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery, PublishTimeout
 
 
 def inline(f: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Deferred[None]]:
@@ -176,6 +176,29 @@ class BrokerContract:
         with self.assertRaises(BrokerUnavailable):
             await published
         await self.reconnect()
+
+    @inline
+    async def test_unconfirmed_publish_fails_at_its_deadline(self) -> None:
+        """A publish the broker does not confirm in time fails with PublishTimeout; the broker works afterwards."""
+        queue, session = await self.new_queue()
+        await self.hold_confirms()
+        try:
+            published = self.broker.publish(queue, b"stuck", timeout=1.0)
+            await self.settle_time(1.5)
+            with self.assertRaises(PublishTimeout):
+                await published
+        finally:
+            await self.release_confirms()
+        await self.broker.publish(queue, b"after", timeout=10)
+        await self.settle(lambda: True)
+        self.assertIn((await session.queue_counts(queue))[0], (1, 2))  # the stuck one may still land: at least once
+
+    async def hold_confirms(self) -> None:
+        """Make the broker stop confirming publishes."""
+        raise NotImplementedError
+
+    async def release_confirms(self) -> None:
+        raise NotImplementedError
 
     async def reconnect(self) -> None:
         raise NotImplementedError

@@ -16,10 +16,10 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from zqtwisted.config import Config, PathSettings
+from zqtwisted.runtime.consumer import QueueWorker, WorkerContext
 from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.publisher import Publisher
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
-from zqtwisted.runtime.worker import QueueWorker, WorkerContext
 from zqtwisted.testing import MemoryBroker
 
 
@@ -39,14 +39,24 @@ class RecordingObserver:
 class Harness:
     """A QueueRunner for ``worker_cls`` on a MemoryBroker driven by a Clock."""
 
-    def __init__(self, worker_cls: type[QueueWorker], queue: str = "q", rand: float = 1.0, **settings: Any) -> None:
+    def __init__(
+        self,
+        worker_cls: type[QueueWorker],
+        queue: str = "q",
+        rand: float = 1.0,
+        build: Callable[[WorkerContext], QueueWorker] | None = None,
+        **settings: Any,
+    ) -> None:
+        """``build`` makes the worker from its context (with its collaborators); default: ``worker_cls(context)``."""
         self.clock = Clock()
         self.broker = MemoryBroker(self.clock)
-        self.tmp = tempfile.mkdtemp()
+        # Removed when the harness is collected, at exit at the latest (a Harness has no test to addCleanup on).
+        self._tmp = tempfile.TemporaryDirectory(prefix="zqtest-harness-", ignore_cleanup_errors=True)
+        self.tmp = self._tmp.name
         self.config = Config(paths=PathSettings(stats_dir=self.tmp, error_dir=self.tmp, test_queue_file=""))
         self.publisher = Publisher(self.broker, timeout=5)
-        context = WorkerContext(reactor=self.clock, config=self.config, publisher=self.publisher, queue=queue)
-        self.worker = worker_cls(context)
+        context = WorkerContext(queue=queue, clock=self.clock, publisher=self.publisher)
+        self.worker = build(context) if build is not None else worker_cls(context)
         defaults = RunnerSettings.resolve(worker_cls, self.config.queue(queue))
         self.settings = RunnerSettings(**{**vars(defaults), **settings})
         self.observer = RecordingObserver()

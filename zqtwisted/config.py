@@ -1,9 +1,10 @@
 """Configuration: one TOML file, parsed once into immutable values.
 
-Every section is a frozen dataclass.  The core sections are declared here;
-consumers declare theirs with :func:`config_section` so that this module does not
-have to know every consumer.  Unknown keys, unknown sections and mistyped values
-stop start-up with a :class:`ConfigError` naming the key.
+Every section is a frozen dataclass.  The core sections are declared here; the
+table of every section (name -> dataclass) is an argument of :func:`parse_config`,
+so that this module knows no feature: :mod:`zqtwisted.sections` holds the shipped
+table.  Unknown keys, unknown sections and mistyped values stop start-up with a
+:class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
+
+from zqtwisted.runtime.shards import base_queue
 
 T = TypeVar("T")
 
@@ -32,22 +35,6 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the offending key."""
 
 
-_SECTIONS: dict[str, type[Any]] = {}
-
-
-def config_section(name: str) -> Callable[[type[T]], type[T]]:
-    """Register a frozen dataclass as the schema of the TOML section ``[name]``."""
-
-    def register(cls: type[T]) -> type[T]:
-        if name in _SECTIONS and _SECTIONS[name] is not cls:
-            raise ValueError(f"config section [{name}] declared twice")
-        _SECTIONS[name] = cls
-        return cls
-
-    return register
-
-
-@config_section("broker")
 @dataclass(frozen=True)
 class BrokerSettings:
     url: str = DEFAULT_BROKER_URL
@@ -79,7 +66,6 @@ class BrokerSettings:
             _positive(getattr(self, name), f"{path}.{name}", allow_zero=False)
 
 
-@config_section("paths")
 @dataclass(frozen=True)
 class PathSettings:
     stats_dir: str = "var/stats"
@@ -87,7 +73,6 @@ class PathSettings:
     test_queue_file: str = "var/test_queue.jsonl"
 
 
-@config_section("workers")
 @dataclass(frozen=True)
 class WorkerSettings:
     # Modules to import at start so that their @assign_queue workers register.
@@ -107,6 +92,30 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class ConsumeLimit:
+    """``[queues.NAME] max_consume_seconds``: seconds per event, or ``None`` for no limit.
+
+    In the file: a number, or ``"none"``; absent (or ``"default"``) keeps the worker
+    class's own limit, which :class:`QueueSettings` spells ``max_consume_seconds = None``.
+    """
+
+    seconds: float | None
+
+    config_description = 'a number or "none"'
+
+    @classmethod
+    def from_config(cls, value: Any) -> ConsumeLimit | None:
+        """Parse a TOML or environment value; ``ValueError`` when it is neither a number nor "none"."""
+        if value == "none":
+            return cls(None)
+        if value == "default":
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(value)
+        return cls(float(value))
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     """Per-queue settings.  ``None`` means "the worker class's own default"."""
 
@@ -114,8 +123,8 @@ class QueueSettings:
     prefetch: int | None = None
     concurrency: int | None = None
     # Seconds per event (times the batch length for batches); "none" disables the
-    # timeout; "default" keeps the worker class's own value.
-    max_consume_seconds: float | str = "default"
+    # timeout; absent keeps the worker class's own value.
+    max_consume_seconds: ConsumeLimit | None = None
     max_retries: int | None = None
     batch_size: int | None = None
     sleep_delay: float | None = None
@@ -134,12 +143,9 @@ class QueueSettings:
             _positive(self.max_retries, f"{path}.max_retries")
         if self.sleep_delay is not None:
             _positive(self.sleep_delay, f"{path}.sleep_delay")
-        mcs = self.max_consume_seconds
-        if isinstance(mcs, str):
-            if mcs not in ("none", "default"):
-                raise ConfigError(f'{path}.max_consume_seconds: expected a number or "none", got {mcs!r}')
-        else:
-            _positive(mcs, f"{path}.max_consume_seconds", allow_zero=False)
+        limit = self.max_consume_seconds
+        if limit is not None and limit.seconds is not None:
+            _positive(limit.seconds, f"{path}.max_consume_seconds", allow_zero=False)
         _positive(self.retry_base, f"{path}.retry_base", allow_zero=False)
         _positive(self.retry_cap, f"{path}.retry_cap", allow_zero=False)
         if self.retry_cap < self.retry_base:
@@ -166,8 +172,7 @@ class Config:
         """The settings of queue ``name`` (a shard ``x_shard2`` falls back to ``x``)."""
         if name in self.queues:
             return self.queues[name]
-        base = name.rsplit("_shard", 1)[0]
-        return self.queues.get(base, _DEFAULT_QUEUE)
+        return self.queues.get(base_queue(name), _DEFAULT_QUEUE)
 
     def section(self, name: str, cls: type[T]) -> T:
         """The parsed section ``[name]``, or its defaults when the file has none."""
@@ -190,6 +195,11 @@ class Config:
 
 _DEFAULT_QUEUE = QueueSettings()
 
+# The sections every configuration has; a table given to parse_config adds the others.
+CORE_SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
+    {"broker": BrokerSettings, "paths": PathSettings, "workers": WorkerSettings}
+)
+
 # Environment variables that override a key, for what differs per deployment.
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "ZQ_BROKER_URL": ("broker", "url"),
@@ -200,8 +210,15 @@ ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
 }
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read the TOML file at ``path`` (or ``$ZQ_CONFIG``), apply environment overrides."""
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    sections: Mapping[str, type[Any]] = CORE_SECTIONS,
+) -> Config:
+    """Read the TOML file at ``path`` (or ``$ZQ_CONFIG``), apply environment overrides.
+
+    ``sections`` is the table of known sections (:data:`zqtwisted.sections.SECTIONS`).
+    """
     env = os.environ if environ is None else environ
     path = path or env.get("ZQ_CONFIG") or None
     raw: dict[str, Any] = {}
@@ -216,22 +233,27 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             raw.setdefault(section, {})[key] = env[var]
-    return parse_config(raw, source=path or "<defaults>")
+    return parse_config(raw, sections, source=path or "<defaults>")
 
 
-def parse_config(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
-    """Build a :class:`Config` from a parsed TOML mapping, validating every key."""
-    import zqtwisted.sections  # noqa: F401 - registers every module's section
+def parse_config(
+    raw: Mapping[str, Any], sections: Mapping[str, type[Any]] = CORE_SECTIONS, source: str = "<mapping>"
+) -> Config:
+    """Build a :class:`Config` from a parsed TOML mapping, validating every key.
 
+    ``sections`` maps each known section name to its frozen dataclass; the core
+    sections (``broker``, ``paths``, ``workers``) are always known.
+    """
+    table = {**CORE_SECTIONS, **sections}
     core: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, value in raw.items():
         if name == "queues":
             continue
-        if name not in _SECTIONS:
-            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted([*_SECTIONS, 'queues']))})")
-        section = build_dataclass(_SECTIONS[name], value, name)
-        if name in ("broker", "paths", "workers"):
+        if name not in table:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(sorted([*table, 'queues']))})")
+        section = build_dataclass(table[name], value, name)
+        if name in CORE_SECTIONS:
             core[name] = section
         else:
             extra[name] = section
@@ -269,9 +291,21 @@ def build_dataclass(cls: type[T], value: Any, path: str) -> T:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``hint`` (environment strings are converted)."""
+    """Check ``value`` against the annotation ``hint`` (environment strings are converted).
+
+    A value type (a class with ``from_config``, such as :class:`ConsumeLimit`) parses
+    its own values, ``"none"`` included.
+    """
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
-    if value == "none" and type(None) in options:
+    value_types = [o for o in options if hasattr(o, "from_config")]
+    for option in value_types:
+        try:
+            return option.from_config(value)
+        except (TypeError, ValueError):
+            pass
+    if value_types:
+        options = tuple(value_types)
+    elif value == "none" and type(None) in options:
         return None
     for option in options:
         ok, converted = _try_type(value, option)
@@ -336,6 +370,8 @@ def _is_union(hint: Any) -> bool:
 def _type_name(option: Any) -> str:
     if option is type(None):
         return '"none"'
+    if hasattr(option, "config_description"):
+        return str(option.config_description)
     origin = typing.get_origin(option)
     if origin is not None:
         return f"a list of {_type_name(typing.get_args(option)[0])}" if origin in (tuple, list) else "a table"

@@ -1,40 +1,98 @@
 """Shared resources, built once by the composition root and handed to the consumers' ``build``.
 
 One object holds what several workers may share: the reactor (for the clients that
-connect), the parsed configuration, the publisher, one HTTP connection pool per
-purpose, and (built on first use) the mailer and the stores.  ``close()`` releases
-everything it built; the root calls it once the workers have stopped.
+connect), the parsed configuration, the publisher, one persistent HTTP connection
+pool per purpose (``"webhooks"``, ``"webhook_replies"``, ``"push"``, ``"unread"``),
+and, built on first use, the mailer (from ``[mail]``) and the missed-message store
+(from ``[missedmessage]``).  Each is built once and shared: the two email queues
+send through one mailer.  The workers use them and never close them;
+:meth:`Resources.close` releases everything that was built, once the workers
+have stopped.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
 from zqtwisted.config import Config
-from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.mail.backends import Mailer, build_mailer
+from zqtwisted.mail.settings import MailSettings
+from zqtwisted.missedmessage.settings import MissedMessageSettings
+from zqtwisted.missedmessage.sqlstore import SQLStore, build_store
+from zqtwisted.runtime.consumer import JsonPublisher
+from zqtwisted.runtime.reactor import IConnectingReactor
+from zqtwisted.webhooks.client import PoolOptions
+
+__all__ = ["PoolOptions", "Resources"]
+
+PURPOSES = ("webhooks", "webhook_replies", "push", "unread")
 
 
 class Resources:
     """What the root builds once and injects; each worker's spec takes what it needs."""
 
-    def __init__(self, reactor: Any, config: Config, publisher: Publisher) -> None:
+    log = Logger()
+
+    def __init__(self, reactor: IConnectingReactor, config: Config, publisher: JsonPublisher) -> None:
         self.reactor = reactor
         self.config = config
         self.publisher = publisher
         self._pools: dict[str, HTTPConnectionPool] = {}
+        self._mailer: Mailer | None = None
+        self._store: SQLStore | None = None
 
-    def http_pool(self, purpose: str) -> HTTPConnectionPool:
-        """The one persistent connection pool for ``purpose`` ("webhooks", "push", ...)."""
+    def http_pool(self, purpose: str, options: PoolOptions | None = None) -> HTTPConnectionPool:
+        """The one persistent connection pool of ``purpose``; ``options`` apply when it is first built."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown HTTP pool purpose {purpose!r} (known: {', '.join(PURPOSES)})")
         pool = self._pools.get(purpose)
         if pool is None:
-            pool = self._pools[purpose] = HTTPConnectionPool(self.reactor, persistent=True)
+            opts = options or PoolOptions()
+            pool = HTTPConnectionPool(self.reactor, persistent=True)
+            pool.maxPersistentPerHost = opts.max_per_host
+            pool.cachedConnectionTimeout = opts.idle_timeout  # type: ignore[assignment]
+            pool.retryAutomatically = opts.retry
+            self._pools[purpose] = pool
         return pool
 
+    def mailer(self) -> Mailer:
+        """The mailer ``[mail]`` asks for, built on first use and shared by every email queue."""
+        if self._mailer is None:
+            self._mailer = build_mailer(self.reactor, self.config.section("mail", MailSettings))
+        return self._mailer
+
+    def missedmessage_store(self) -> SQLStore:
+        """The store ``[missedmessage]`` names, built (not opened) on first use."""
+        if self._store is None:
+            self._store = build_store(self.reactor, self.config.section("missedmessage", MissedMessageSettings))
+        return self._store
+
     def close(self) -> Deferred[None]:
-        """Close every pool (and whatever else was built)."""
-        closing = [pool.closeCachedConnections() for pool in self._pools.values()]
+        """Close every pool, the mailer and the store (whatever was built); never fails.
+
+        One reactor turn first: a response that has just completed returns its
+        connection to its pool only after its readers have run.
+        """
+        return deferLater(self.reactor, 0, lambda: None).addCallback(lambda _: self._close())
+
+    def _close(self) -> Deferred[None]:
+        closing: list[Deferred[Any]] = [pool.closeCachedConnections() for pool in self._pools.values()]
         self._pools.clear()
-        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
+        mailer, self._mailer = self._mailer, None
+        store, self._store = self._store, None
+        for resource in (mailer, store):
+            if resource is not None:
+                closing.append(resource.close())
+        if not closing:
+            return succeed(None)
+        return DeferredList(closing, consumeErrors=True).addCallback(self._closed)
+
+    def _closed(self, results: list[tuple[bool, Any]]) -> None:
+        for ok, value in results:
+            if not ok:
+                self.log.failure("Could not close a shared resource", value)

@@ -1,9 +1,33 @@
-"""Imports every module that declares a configuration section, so that parsing knows them all."""
+"""The table of every shipped configuration section: name -> settings dataclass.
 
-import zqtwisted.ops.check
-import zqtwisted.ops.sentry
-import zqtwisted.runtime.worker
+The composition root passes it to :func:`zqtwisted.config.load_config`.  It imports
+settings modules only (no consumer, no sentry-sdk), so parsing a configuration file
+costs no more than its schemas.
+"""
 
-zqtwisted.runtime.worker.load_builtin_consumers()
+from __future__ import annotations
 
-__all__ = ["zqtwisted"]
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from zqtwisted.config import CORE_SECTIONS
+from zqtwisted.mail.settings import MailSettings
+from zqtwisted.missedmessage.settings import MissedMessageSettings
+from zqtwisted.ops.settings import CheckSettings, SentrySettings
+from zqtwisted.push.settings import PushSettings
+from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+
+SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
+    {
+        **CORE_SECTIONS,
+        "sentry": SentrySettings,
+        "check": CheckSettings,
+        "mail": MailSettings,
+        "outgoing_webhooks": OutgoingWebhookSettings,
+        "push": PushSettings,
+        "missedmessage": MissedMessageSettings,
+    }
+)
+
+__all__ = ["SECTIONS"]

@@ -5,32 +5,42 @@
     twistd -n zqworkers --queue a --queue b --worker-num 2
 
 This module is the composition root: it is the only one that reaches for the
-global reactor; everything below it takes the reactor it needs.
+global reactor; everything below it takes the reactor it needs.  It parses the
+configuration against the table of sections, picks the consumers' declarations
+(:mod:`zqtwisted.catalog`), builds the shared resources once (broker, publisher,
+:class:`~zqtwisted.resources.Resources`, observers, dead letterer) and each worker
+with its spec's ``build``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
+from zqtwisted.catalog import get_active_worker_queues, get_spec, import_consumer_modules
 from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.errors import WorkerDeclarationError
 from zqtwisted.ops.health import BlockedReactorWatchdog, ReactorLagProbe, ReadinessTracker, make_http_service
 from zqtwisted.ops.logs import bridge_stdlib_logging, register_config_secrets
 from zqtwisted.ops.metrics import MetricsObserver
-from zqtwisted.ops.sentry import SentryObserver, SentrySettings, init_sentry, sentry_enabled
+from zqtwisted.ops.sentry import init_sentry
+from zqtwisted.ops.settings import SentrySettings
 from zqtwisted.ops.stats import StatsObserver
+from zqtwisted.resources import Resources
 from zqtwisted.runtime.amqp import AMQPBroker
+from zqtwisted.runtime.consumer import ConsumerSpec, WorkerContext
 from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.observer import FanOut, RunnerObserver
 from zqtwisted.runtime.publisher import Publisher
-from zqtwisted.runtime.reactor import ReactorLike
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
-from zqtwisted.runtime.service import WorkerService
-from zqtwisted.runtime.worker import WorkerContext, get_active_worker_queues, get_worker_class, import_consumer_modules
+from zqtwisted.runtime.service import BrokerService, WorkerService
+from zqtwisted.runtime.shards import shard_queue_name
+from zqtwisted.sections import SECTIONS
 
 
 class Options(usage.Options):
@@ -63,7 +73,7 @@ class Options(usage.Options):
         if self["all"] and self["queues"]:
             raise usage.UsageError("give --all or --queue, not both")
         try:
-            config = load_config(self["config"])
+            config = load_config(self["config"], sections=SECTIONS)
         except ConfigError as e:
             raise usage.UsageError(f"configuration: {e}") from None
         if self["broker"]:
@@ -89,51 +99,68 @@ def select_queues(config: Config, names: Sequence[str], everything: bool) -> lis
             names = [*names, *get_active_worker_queues(only_test_queues=True)]
         return [n for n in names if config.queue(n).enabled]
     for name in names:
-        get_worker_class(name)  # raises WorkerDeclarationError naming the known queues
+        get_spec(name)  # raises WorkerDeclarationError naming the known queues
     return list(dict.fromkeys(names))
 
 
+def consumed_queue(spec: ConsumerSpec[Any], worker_num: int | None) -> str:
+    """The queue a worker consumes: a sharded spec's takes ``_shard{N}`` under --worker-num."""
+    if spec.sharded and worker_num is not None:
+        return shard_queue_name(spec.queue, worker_num)
+    return spec.queue
+
+
 def queue_for(name: str, worker_num: int | None) -> str:
-    """The queue a worker consumes: sharded queues take ``_shard{N}`` under --worker-num."""
-    cls = get_worker_class(name)
-    if cls.sharded and worker_num is not None:
-        return f"{name}_shard{worker_num}"
-    return name
+    """The queue the worker of ``name`` consumes under ``worker_num``."""
+    return consumed_queue(get_spec(name), worker_num)
+
+
+def spec_settings(config: Config, spec: ConsumerSpec[Any]) -> Any:
+    """The parsed section of ``spec`` (its defaults when the file has none), or None without one."""
+    if spec.section is None or spec.settings is None:
+        return None
+    return config.section(spec.section, spec.settings)
 
 
 def build_service(
-    reactor: ReactorLike,
+    reactor: IConnectingReactor,
     config: Config,
     queues: Sequence[str],
     worker_num: int | None = None,
-    broker: Any = None,
+    broker: BrokerService | None = None,
     http_endpoint: str | None = None,
+    sentry: RunnerObserver | None = None,
 ) -> WorkerService:
     """The whole service tree for ``queues``; ``broker`` defaults to a real AMQPBroker.
 
+    ``reactor`` is the clock of every piece and what the clients connect with
+    (time, TCP, name resolution); a running reactor (IReactorCore) is stopped when a
+    worker fails to start.
     ``http_endpoint`` (default ``[workers] http``; "" for none) serves /metrics,
-    /health and /ready.
+    /health and /ready.  ``sentry`` is the observer :func:`init_sentry` returned.
     """
     if broker is None:
         broker = AMQPBroker(reactor, config.broker)
-    names = [queue_for(name, worker_num) for name in queues]
+    specs = [get_spec(name) for name in queues]
+    names = [consumed_queue(spec, worker_num) for spec in specs]
     stats = StatsObserver(reactor, config.paths.stats_dir)
     metrics = MetricsObserver(queues=names)
     readiness = ReadinessTracker(names)
     observers: list[RunnerObserver] = [stats, metrics, readiness]
-    if sentry_enabled():
-        observers.append(SentryObserver(worker_num))
+    if sentry is not None:
+        observers.append(sentry)
     observer = FanOut(observers)
     publisher = Publisher(broker, timeout=config.broker.publish_timeout)
+    resources = Resources(reactor, config, publisher)
     deadletters = DeadLetterer(broker, config.paths.error_dir, reactor, config.broker.publish_timeout)
     runners = []
-    for name, queue in zip(queues, names, strict=True):
-        cls = get_worker_class(name)
-        context = WorkerContext(reactor=reactor, config=config, publisher=publisher, queue=queue, worker_num=worker_num)
-        settings = RunnerSettings.resolve(cls, config.queue(queue), config.broker.publish_timeout)
-        runners.append(QueueRunner(cls(context), settings, broker, deadletters, reactor, observer))
+    for spec, queue in zip(specs, names, strict=True):
+        context = WorkerContext(queue=queue, clock=reactor, publisher=publisher, worker_num=worker_num)
+        worker = spec.build(context, spec_settings(config, spec), resources)
+        settings = RunnerSettings.resolve(spec.worker, config.queue(queue), config.broker.publish_timeout)
+        runners.append(QueueRunner(worker, settings, broker, deadletters, reactor, observer))
     service = WorkerService(
-        broker, broker, runners, publisher, config.workers.drain_timeout, on_fatal=lambda: _stop(reactor)
+        broker, runners, config.workers.drain_timeout, on_fatal=lambda: _stop(reactor), resources=resources
     )
     broker.add_listener(metrics)
     broker.add_listener(readiness)
@@ -149,17 +176,22 @@ def build_service(
     return service
 
 
-def _stop(reactor: ReactorLike) -> None:
-    if reactor.running:
-        reactor.stop()
+def _stop(reactor: object) -> None:
+    """Stop the reactor, when it is a running one (a test's Clock is not)."""
+    core = IReactorCore(reactor, None)
+    if core is not None and core.running:
+        core.stop()
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    reactor = cast(IConnectingReactor, global_reactor)
     config = options.config
     assert config is not None
     register_config_secrets(config)
     bridge_stdlib_logging()
-    init_sentry(config.section("sentry", SentrySettings))
-    return build_service(reactor, config, options["queues"], options["worker-num"], http_endpoint=options["http"])
+    sentry = init_sentry(config.section("sentry", SentrySettings), options["worker-num"])
+    return build_service(
+        reactor, config, options["queues"], options["worker-num"], http_endpoint=options["http"], sentry=sentry
+    )

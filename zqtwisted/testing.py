@@ -1,7 +1,8 @@
 """Fakes shipped with the package: an in-memory broker behind the broker interface.
 
 :class:`MemoryBroker` keeps queues in memory, honours prefetch, requeues unacked
-deliveries when a "connection" drops, and confirms publishes.  It passes the same
+deliveries when a "connection" drops, and confirms publishes (or, with
+``hold_confirms``, holds the confirms back as RabbitMQ does under a memory alarm).  It passes the same
 contract tests as the real AMQP broker (``tests/contract.py``).  Deliveries are
 scheduled with ``callLater(0)`` on the clock it is given, like network I/O would
 arrive, so tests drive it with ``Clock.advance(0)`` or :meth:`MemoryBroker.flush`.
@@ -28,6 +29,7 @@ from zqtwisted.runtime.broker import (
     BrokerUnavailable,
     ConsumerChannel,
     Delivery,
+    PublishDeadline,
     SessionListener,
     SessionWaiters,
 )
@@ -168,10 +170,13 @@ class MemorySession:
             return fail(BrokerUnavailable("connection closed"))
         if self.broker.publish_error is not None:
             return fail(self.broker.publish_error)
-        # Like AMQPSession.publish, declare the queue (durable) before publishing to it.
-        self.broker.queues.setdefault(queue, deque()).append(StoredMessage(bytes(body), dict(headers or {})))
-        self.broker.published.append((queue, bytes(body), dict(headers or {})))
-        self.broker._schedule()
+        if self.broker.hold_confirms:
+            # As under a RabbitMQ memory alarm: sent, but neither routed nor confirmed
+            # until released.  Cancelling the wait (a deadline) does not unsend it.
+            d: Deferred[None] = Deferred()
+            self.broker.unconfirmed.append((queue, bytes(body), dict(headers or {}), d))
+            return d
+        self.broker._store(queue, bytes(body), dict(headers or {}))
         return succeed(None)
 
     def queue_counts(self, queue: str) -> Deferred[tuple[int, int]]:
@@ -207,12 +212,15 @@ class MemorySession:
 class MemoryBroker:
     """An in-memory broker with the interface of :class:`zqtwisted.runtime.amqp.AMQPBroker`."""
 
-    def __init__(self, clock: IReactorTime | None = None) -> None:
+    def __init__(self, clock: IReactorTime | None = None, publish_timeout: float = 30.0) -> None:
         self.clock = clock if clock is not None else Clock()
+        self.publish_timeout = publish_timeout
         self.queues: dict[str, deque[StoredMessage]] = {}
         self.published: list[tuple[str, bytes, dict[str, Any]]] = []
         self.sessions: list[MemorySession] = []
         self.publish_error: Exception | None = None
+        self.hold_confirms = False
+        self.unconfirmed: list[tuple[str, bytes, dict[str, Any], Deferred[None]]] = []
         self._listeners: list[SessionListener] = []
         self._session: MemorySession | None = None
         self._waiting = SessionWaiters(self.clock)
@@ -270,12 +278,36 @@ class MemoryBroker:
     def publish(
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> Deferred[None]:
-        def on_session(session: BrokerSession) -> Deferred[None]:
-            return session.declare_queue(queue).addCallback(lambda _: session.publish(queue, body, headers))
+        limit = self.publish_timeout if timeout is None else timeout
+        deadline = PublishDeadline(limit)
 
-        return self.session(timeout).addCallback(on_session)
+        def on_session(session: BrokerSession) -> Deferred[None]:
+            deadline.sending = True
+            return self._publish_on(session, queue, body, headers)
+
+        return deadline.apply(self.session(limit).addCallback(on_session), self.clock)
+
+    @staticmethod
+    def _publish_on(
+        session: BrokerSession, queue: str, body: bytes, headers: Mapping[str, Any] | None
+    ) -> Deferred[None]:
+        return session.declare_queue(queue).addCallback(lambda _: session.publish(queue, body, headers))
 
     # -- helpers for tests ------------------------------------------------------
+
+    def release_confirms(self) -> None:
+        """Route and confirm the publishes held by ``hold_confirms`` (and stop holding)."""
+        self.hold_confirms = False
+        held, self.unconfirmed = self.unconfirmed, []
+        for queue, body, headers, d in held:
+            self._store(queue, body, headers)
+            d.callback(None)  # a no-op if its deadline already cancelled it
+
+    def _store(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+        # Like AMQPSession.publish, the queue is declared (durable) before publishing to it.
+        self.queues.setdefault(queue, deque()).append(StoredMessage(body, headers))
+        self.published.append((queue, body, headers))
+        self._schedule()
 
     def messages(self, queue: str) -> list[bytes]:
         """Bodies waiting in ``queue`` (not those delivered and unacked)."""

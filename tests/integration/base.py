@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -18,6 +19,7 @@ from tests.integration.proxy import CuttableProxy
 from zqtwisted.config import BrokerSettings, Config, PathSettings, QueueSettings, WorkerSettings
 from zqtwisted.runtime.amqp import AMQPBroker
 from zqtwisted.runtime.deadletter import describe, failed_queue
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.runtime.service import WorkerService
 from zqtwisted.tap import build_service
 
@@ -30,6 +32,7 @@ class IntegrationCase(unittest.TestCase):
     def setUp(self) -> Deferred[None]:
         require_rabbitmq(self)
         self.tmp = tempfile.mkdtemp(prefix="zqtest-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.out = os.path.join(self.tmp, "out.txt")
         self._old_out = os.environ.get("ZQ_ITEST_OUT")
         os.environ["ZQ_ITEST_OUT"] = self.out
@@ -76,7 +79,7 @@ class IntegrationCase(unittest.TestCase):
         )
 
     async def start(self, queues: Sequence[str], config: Config | None = None) -> WorkerService:
-        service = build_service(reactor, config or self.config(), queues)
+        service = build_service(cast(IConnectingReactor, reactor), config or self.config(), queues)
         self.services.append(service)
         service.startService()
         await self.until(lambda: service.ready, timeout=30)

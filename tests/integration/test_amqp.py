@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 
 from twisted.internet import reactor
@@ -18,8 +21,12 @@ from zqtwisted.runtime.amqp import AMQPBroker
 class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
     timeout = 60
 
+    _watermark: tuple[str, ...] = ()
+
     def setUp(self) -> None:
         require_rabbitmq(self)
+        if self._testMethodName == "test_unconfirmed_publish_fails_at_its_deadline" and not shutil.which("rabbitmqctl"):
+            raise unittest.SkipTest("needs rabbitmqctl to raise a memory alarm")
         self.proxy = CuttableProxy(reactor)
         port = self.proxy.start()
         settings = BrokerSettings(
@@ -62,3 +69,32 @@ class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
 
     async def settle_time(self, seconds: float) -> None:
         await deferLater(reactor, seconds, lambda: None)
+
+    async def hold_confirms(self) -> None:
+        """A memory alarm: RabbitMQ blocks publishers (the broker is shared: keep it short, restore it)."""
+        self._watermark = current_watermark()
+        rabbitmqctl("set_vm_memory_high_watermark", "0")
+        await self.settle_time(0.5)
+
+    async def release_confirms(self) -> None:
+        restore_watermark(self._watermark)
+        await self.settle_time(0.5)
+
+
+def rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=30, check=True)
+    return result.stdout.strip()
+
+
+def current_watermark() -> tuple[str, ...]:
+    """The memory high watermark, as arguments that set it back: ("0.4",) or ("absolute", "1073741824")."""
+    value = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").splitlines()[-1]
+    absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", value)
+    if absolute:
+        return ("absolute", absolute.group(1))
+    float(value)  # a relative watermark; anything else is a surprise worth failing on
+    return (value,)
+
+
+def restore_watermark(watermark: tuple[str, ...]) -> None:
+    rabbitmqctl("set_vm_memory_high_watermark", *watermark)

@@ -12,7 +12,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 
 from tests.contract import inline
 from tests.integration.base import IntegrationCase
-from zqtwisted.config import QueueSettings, WorkerSettings
+from zqtwisted.config import ConsumeLimit, QueueSettings, WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ class CheckTests(IntegrationCase):
     @inline
     async def test_check_states_on_real_queues(self) -> None:
         """A consumed queue is OK; a backlog with stale stats is CRITICAL 'stuck'; missing consumers are CRITICAL."""
-        config = self.config(zq_itest_faulty=QueueSettings(prefetch=1, max_consume_seconds="none"))
+        config = self.config(zq_itest_faulty=QueueSettings(prefetch=1, max_consume_seconds=ConsumeLimit(None)))
         config = config.replace(workers=WorkerSettings(drain_timeout=0.5, http=""))
         await self.start(["zq_itest_faulty"], config)
         code, out = await self.zqctl("check")

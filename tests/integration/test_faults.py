@@ -20,7 +20,7 @@ from twisted.web.client import HTTPConnectionPool
 from tests.contract import inline
 from tests.helpers import free_port
 from tests.integration.base import IntegrationCase
-from zqtwisted.config import QueueSettings
+from zqtwisted.config import ConsumeLimit, QueueSettings
 from zqtwisted.runtime.deadletter import failed_queue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ class FaultTests(IntegrationCase):
     @inline
     async def test_permanent_timeout_and_malformed_are_dead_lettered_and_replayed(self) -> None:
         """Permanent errors, timeouts and malformed bodies go to .failed with their reason; replay brings them back."""
-        config = self.config(zq_itest_faulty=QueueSettings(max_consume_seconds=0.5))
+        config = self.config(zq_itest_faulty=QueueSettings(max_consume_seconds=ConsumeLimit(0.5)))
         service = await self.start(["zq_itest_faulty"], config)
         events = [{"id": 1}, {"id": 2, "fault": "permanent"}, {"id": 3, "fault": "hang"}, {"id": 4}]
         await self.publish("zq_itest_faulty", events)

@@ -10,7 +10,6 @@ from email.message import EmailMessage
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-import zqtwisted.consumers.missedmessage_emails  # noqa: F401 - registers the queue
 from tests.contract import inline
 from tests.integration.base import IntegrationCase
 from tests.missedmessage_fixtures import private_event, stream_event
@@ -22,11 +21,11 @@ QUEUES = ("missedmessage_emails", "email_senders")
 
 
 class MissedMessageEndToEnd(IntegrationCase):
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for a Deferred
         d = super().setUp()
         return d.addCallback(lambda _: ensureDeferred(self._purge_ours()))
 
-    def tearDown(self) -> Deferred[None]:
+    def tearDown(self) -> Deferred[None]:  # type: ignore[override]  # trial waits for a Deferred
         d = ensureDeferred(self._purge_ours())
         return d.addCallback(lambda _: super(MissedMessageEndToEnd, self).tearDown())
 

@@ -12,35 +12,34 @@ Two levels:
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import socket
-import tempfile
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
-from zope.interface import provider
+from zope.interface import implementer
 
-import zqtwisted.consumers.push_notifications  # noqa: F401 - registers the queue
 from tests.contract import inline
 from tests.integration.base import IntegrationCase
+from tests.resource_fakes import reactor_resources
 from tests.unit.test_push_payload import dm_event, remove_event
 from zqtwisted.config import Config, QueueSettings
-from zqtwisted.consumers.push_notifications import PushNotificationsWorker
+from zqtwisted.consumers.push_notifications import PushNotificationsWorker, build_worker
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.bouncer import BouncerRefused, BouncerRetryLater
 from zqtwisted.push.payload import build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE, shard_queue, shard_queues
 from zqtwisted.push.testing import RunningBouncer, error_body, serve_bouncer
+from zqtwisted.runtime.consumer import WorkerContext
 from zqtwisted.runtime.deadletter import failed_queue
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.runtime.service import WorkerService
-from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.tap import build_service
 
 SHARDS = 3
@@ -84,13 +83,11 @@ class BouncerHTTPTests(BouncerMixin, TestCase):
     timeout = 30
 
     def worker(self, settings: PushSettings) -> PushNotificationsWorker:
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory, True)
-        config = Config(sections=types.MappingProxyType({"push": settings}))
-        context = WorkerContext(reactor=reactor, config=config, publisher=None, queue=QUEUE)  # type: ignore[arg-type]
-        worker = PushNotificationsWorker(context)
+        resources = reactor_resources()
+        # Cleanups run last-in first-out: the pools close before the bouncer stops.
+        self.addCleanup(resources.close)
+        worker = build_worker(WorkerContext(QUEUE, resources.reactor, resources.publisher), settings, resources)
         worker.start()
-        self.addCleanup(worker.stop)  # cleanups run last-in first-out: before the bouncer stops
         return worker
 
     async def test_add(self) -> None:
@@ -152,7 +149,7 @@ class BouncerHTTPTests(BouncerMixin, TestCase):
         self.assertIn("ConnectionError", str(caught.exception))
 
 
-@provider(ILogObserver)
+@implementer(ILogObserver)
 class LineCollector:
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -176,7 +173,8 @@ class PushServiceTests(BouncerMixin, IntegrationCase):
         return config.replace(sections=types.MappingProxyType({"push": settings}))
 
     async def start_push(self, settings: PushSettings, worker_num: int | None = None) -> WorkerService:
-        service = build_service(reactor, self.push_config(settings), [QUEUE], worker_num=worker_num)
+        connecting = cast(IConnectingReactor, reactor)
+        service = build_service(connecting, self.push_config(settings), [QUEUE], worker_num=worker_num)
         self.services.append(service)
         service.startService()
         await self.until(lambda: service.ready, timeout=30)

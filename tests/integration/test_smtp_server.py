@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +29,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.contract import inline
+from tests.resource_fakes import reactor_resources
 from zqtwisted.config import Config, PathSettings
 from zqtwisted.consumers.email_senders import ImmediateEmailSenderWorker
 from zqtwisted.mail.backends import Mailer, SMTPMailer, build_mailer
@@ -36,11 +37,12 @@ from zqtwisted.mail.render import Renderer
 from zqtwisted.mail.settings import MailSettings, shipped_template_dir
 from zqtwisted.mail.smtp import SMTPPermanentError, SMTPTemporaryError, SMTPUnavailable
 from zqtwisted.mail.testing import LocalSMTPServer
+from zqtwisted.runtime.consumer import WorkerContext
 from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.publisher import Publisher
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.runtime.retry import BackoffPolicy
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
-from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.testing import MemoryBroker
 
 TEMPLATES = shipped_template_dir()
@@ -111,14 +113,14 @@ class SMTPCase(TestCase):
         self.servers: list[LocalSMTPServer] = []
         self.mailers: list[Mailer] = []
 
+        # Cleanups run last-in first-out: mailers and servers go before the directory.
+        self.addCleanup(lambda: Deferred.fromCoroutine(self.cleanup()))
+
     async def cleanup(self) -> None:
         for mailer in self.mailers:
             await mailer.close()
         for server in self.servers:
             await server.stop()
-
-    def tearDown(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self.cleanup())
 
     def server(self, **kwargs: Any) -> LocalSMTPServer:
         server = LocalSMTPServer(reactor, **kwargs)
@@ -129,7 +131,7 @@ class SMTPCase(TestCase):
     def mailer(self, server: LocalSMTPServer, **settings: Any) -> SMTPMailer:
         settings.setdefault("tls", "none")
         mail = MailSettings(backend="smtp", host="127.0.0.1", port=server.port_number, **settings)
-        mailer = build_mailer(reactor, mail)
+        mailer = build_mailer(cast(IConnectingReactor, reactor), mail)
         assert isinstance(mailer, SMTPMailer)
         self.mailers.append(mailer)
         return mailer
@@ -323,11 +325,11 @@ class PipelineTests(SMTPCase):
             sections={"mail": mail},
         )
         self.broker = MemoryBroker(reactor)
-        context = WorkerContext(reactor=reactor, config=config, publisher=Publisher(self.broker), queue="email_senders")
-        worker = ImmediateEmailSenderWorker(context)
+        resources = reactor_resources(config, Publisher(self.broker))
+        self.mailers.append(resources.mailer())  # closed at cleanup, as the root closes the shared resources
+        context = WorkerContext("email_senders", resources.reactor, resources.publisher)
+        worker = ImmediateEmailSenderWorker(context, settings=mail, mailer=resources.mailer())
         worker.start()
-        assert worker.mailer is not None
-        self.mailers.append(worker.mailer)
         settings = dataclasses.replace(
             RunnerSettings.resolve(ImmediateEmailSenderWorker, config.queue("email_senders")),
             sleep_delay=0.05,

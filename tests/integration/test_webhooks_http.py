@@ -7,28 +7,28 @@ import json
 import shutil
 import tempfile
 import time
-import types
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from tests.resource_fakes import reactor_resources
 from tests.unit.test_webhook_payload import private_event, stream_event
-from zqtwisted.config import Config
-from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
+from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable, build_worker
 from zqtwisted.errors import TransientError
+from zqtwisted.runtime.consumer import WorkerContext
 from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.retry import BackoffPolicy
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
-from zqtwisted.runtime.worker import WorkerContext
 from zqtwisted.testing import MemoryBroker, RecordingPublisher, TrackingFactory
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
@@ -51,7 +51,7 @@ class Hook(Resource):
         self.timers: list[IDelayedCall] = []
 
     def render_POST(self, request: Request) -> Any:
-        body = request.content.read()
+        body = _body(request)
         self.requests.append((request, body))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -107,31 +107,26 @@ class WebhookHTTPTestCase(TestCase):
         root = Resource()
         root.putChild(path, resource)
         factory = TrackingFactory(Site(root))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        port = listen_local(factory)
 
         async def stop() -> None:
             for call in getattr(resource, "timers", []):
                 if call.active():
                     call.cancel()
-            await port.stopListening()
+            await stop_listening(port)
             await factory.close_all()
 
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-        return f"http://127.0.0.1:{port.getHost().port}/{path.decode()}"
+        return f"http://127.0.0.1:{port_number(port)}/{path.decode()}"
 
     def worker(self, **settings: Any) -> OutgoingWebhookWorker:
         settings.setdefault("allow_networks", ("127.0.0.1/32",))
         settings.setdefault("realm_url", "https://chat.example.com")
-        config = Config(sections=types.MappingProxyType({"outgoing_webhooks": OutgoingWebhookSettings(**settings)}))
-        context = WorkerContext(
-            reactor=reactor,
-            config=config,
-            publisher=self.publisher,
-            queue="outgoing_webhooks",  # type: ignore[arg-type]
-        )
-        worker = OutgoingWebhookWorker(context)
+        resources = reactor_resources(publisher=self.publisher)
+        self.addCleanup(resources.close)  # cleanups run last-in first-out: the pools close before the servers stop
+        context = WorkerContext("outgoing_webhooks", resources.reactor, resources.publisher)
+        worker = build_worker(context, OutgoingWebhookSettings(**settings), resources)
         worker.start()
-        self.addCleanup(worker.stop)  # cleanups run last-in first-out: before the servers stop
         return worker
 
     def event(self, url: str, interface: str = "generic", **changes: Any) -> dict[str, Any]:
@@ -244,9 +239,9 @@ class FailureTests(WebhookHTTPTestCase):
 
     async def test_connection_refused(self) -> None:
         """Nothing listening: a TransientError with Zulip's connection text."""
-        port = reactor.listenTCP(0, Site(Resource()), interface="127.0.0.1")
-        number = port.getHost().port
-        await port.stopListening()
+        port = listen_local(Site(Resource()))
+        number = port_number(port)
+        await stop_listening(port)
         with self.assertRaises(TransientError) as raised:
             await self.worker().consume(self.event(f"http://127.0.0.1:{number}/hook"))
         self.assertEqual(str(raised.exception), "A connection error occurred. Is my bot server down?")
@@ -264,7 +259,7 @@ class RetryTests(WebhookHTTPTestCase):
 
         def handler(request: Request, body: bytes) -> Any:
             if len(hook.requests) == 1:
-                request.transport.abortConnection()
+                abort(request)
                 return NOT_DONE_YET
             return json_answer({"content": "second time lucky"})(request, body)
 
@@ -280,7 +275,7 @@ class RetryTests(WebhookHTTPTestCase):
 
     async def test_retries_exhausted(self) -> None:
         """Four failed tries, then the failure handler says "Bot is unavailable" and tells the owner."""
-        url = self.serve(Hook(lambda request, body: request.transport.abortConnection() or NOT_DONE_YET))
+        url = self.serve(Hook(abort_answer))
         worker = self.worker()
         event = self.event(url, bot_owner_email="owner@example.com")
         failure = None
@@ -290,7 +285,7 @@ class RetryTests(WebhookHTTPTestCase):
             except TransientError as e:
                 failure = e
         assert failure is not None
-        await worker.on_give_up(event, Failure(failure), "retries-exhausted")
+        await given_up(worker.on_give_up(event, Failure(failure), "retries-exhausted"))
         (kind, content), (_, notice) = self.replies()
         self.assertEqual((kind, content), ("failure", "Failure! Bot is unavailable"))
         self.assertTrue(
@@ -309,7 +304,7 @@ class GuardTests(WebhookHTTPTestCase):
             await worker.consume(event)
         self.assertIn("private or disallowed network", str(raised.exception))
         self.assertEqual(hook.requests, [])
-        await worker.on_give_up(event, Failure(raised.exception), "permanent")
+        await given_up(worker.on_give_up(event, Failure(raised.exception), "permanent"))
         self.assertEqual(self.replies()[0], ("failure", "Failure! Third party responded with 407"))
         self.assertIn("for a private or disallowed network.", self.replies()[1][1])
 
@@ -350,7 +345,7 @@ class FakeZulipAPI(Resource):
             return b'{"result": "error", "msg": "Invalid API key", "code": "INVALID_API_KEY"}'
         if request.getHeader(b"content-type") != b"application/x-www-form-urlencoded":
             self.problems.append("content type")
-        fields = dict(parse_qsl(request.content.read().decode()))
+        fields = dict(parse_qsl(_body(request).decode()))
         required = {"stream": {"type", "to", "topic", "content"}, "private": {"type", "to", "content"}}
         if set(fields) != required.get(fields.get("type", ""), set()):
             self.problems.append(f"fields {sorted(fields)}")
@@ -479,7 +474,7 @@ class RuntimeTests(WebhookHTTPTestCase):
 
         def handler(request: Request, body: bytes) -> Any:
             if len(hook.requests) <= 2:
-                request.transport.abortConnection()
+                abort(request)
                 return NOT_DONE_YET
             return json_answer({"content": "third time"})(request, body)
 
@@ -491,10 +486,51 @@ class RuntimeTests(WebhookHTTPTestCase):
 
     async def test_runtime_gives_up_after_four_tries(self) -> None:
         """After 4 tries the runtime calls the failure handler and dead-letters the event."""
-        hook = Hook(lambda request, body: request.transport.abortConnection() or NOT_DONE_YET)
+        hook = Hook(abort_answer)
         broker = await self.run_event(hook, lambda: len(self.replies()) >= 2)
         self.assertEqual(len(hook.requests), 4)
         self.assertEqual(self.replies()[0], ("failure", "Failure! Bot is unavailable"))
         await deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(len(broker.messages("outgoing_webhooks.failed")), 1)
         self.assertEqual(len(self.flushLoggedErrors(ServiceUnavailable)), 1)  # the runtime's "Problem handling data"
+
+
+def _body(request: Request) -> bytes:
+    """The request's body (twisted.web always gives a POST one)."""
+    assert request.content is not None
+    body: bytes = request.content.read()
+    return body
+
+
+def listen_local(factory: Any) -> IListeningPort:
+    """``factory`` listening on 127.0.0.1, on a free port."""
+    return reactor.listenTCP(0, factory, interface="127.0.0.1")
+
+
+def port_number(port: IListeningPort) -> int:
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
+
+
+async def stop_listening(port: IListeningPort) -> None:
+    stopping = port.stopListening()
+    if stopping is not None:
+        await stopping
+
+
+def abort(request: Request) -> None:
+    """Drop the request's connection without an answer."""
+    ITCPTransport(request.transport).abortConnection()
+
+
+async def given_up(result: Deferred[None] | None) -> None:
+    """Wait for a failure handler's Deferred, if it returned one."""
+    if result is not None:
+        await result
+
+
+def abort_answer(request: Request, body: bytes) -> Any:
+    """A hook handler that drops the connection without answering."""
+    abort(request)
+    return NOT_DONE_YET

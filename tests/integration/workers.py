@@ -35,7 +35,7 @@ class RecordWorker(QueueProcessingWorker):
     def consume(self, event: Event) -> Deferred[None] | None:
         delay = event.get("delay")
         if delay:
-            return deferLater(self.context.reactor, float(delay), record, [event["id"]])
+            return deferLater(self.context.clock, float(delay), record, [event["id"]])
         record([event["id"]])
         return None
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+import pika
+import pika.frame
+import pika.spec
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial import unittest
 
 from zqtwisted.config import BrokerSettings
-from zqtwisted.runtime.amqp import AMQPBroker, broker_endpoint, connection_parameters
-from zqtwisted.runtime.broker import BrokerUnavailable
+from zqtwisted.runtime.amqp import AMQPBroker, broker_endpoint, connection_parameters, reconnect_backoff
+from zqtwisted.runtime.broker import BrokerUnavailable, PublishTimeout
+from zqtwisted.runtime.retry import BackoffPolicy
 
 
 class FakeEndpoint:
@@ -107,3 +111,64 @@ class ReconnectTests(unittest.TestCase):
         waiting = self.broker.session()
         self.broker.stopService()
         self.failureResultOf(waiting, BrokerUnavailable)
+
+
+class NeverConfirms:
+    """A session whose publishes are sent but never confirmed (RabbitMQ under a memory alarm)."""
+
+    is_open = True
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    def publish(self, queue: str, body: bytes, headers: Any = None) -> Deferred[None]:
+        return Deferred(self._cancel)
+
+    def _cancel(self, d: Deferred[None]) -> None:
+        self.cancelled += 1
+
+
+class PublishDeadlineTests(unittest.TestCase):
+    def test_unconfirmed_publish_fails_at_its_deadline(self) -> None:
+        """A publish whose confirm never comes fails with PublishTimeout at its timeout, and its wait is cancelled."""
+        reactor = MemoryReactorClock()
+        broker = AMQPBroker(reactor, BrokerSettings(), endpoint=FakeEndpoint())  # type: ignore[arg-type]
+        session = NeverConfirms()
+        broker._session = session  # type: ignore[assignment]
+        published = broker.publish("q", b"x", timeout=5.0)
+        reactor.advance(4.9)
+        self.assertNoResult(published)
+        reactor.advance(0.1)
+        self.failureResultOf(published, PublishTimeout)
+        self.assertEqual(session.cancelled, 1)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+    def test_reconnect_uses_the_retry_backoff_policy(self) -> None:
+        """Reconnect delays come from the same BackoffPolicy as retries, with equal jitter."""
+        policy = reconnect_backoff(BrokerSettings(reconnect_initial_delay=1.0, reconnect_max_delay=8.0))
+        self.assertEqual(policy, BackoffPolicy(1.0, 8.0, floor=0.5))
+
+    def test_cancelled_confirm_leaves_pika_consistent(self) -> None:
+        """Cancelling pika's confirm Deferred (a deadline) makes its late confirm a no-op, not an error."""
+        from pika.adapters.twisted_connection import TwistedChannel
+
+        class Impl:
+            channel_number = 1
+
+            def add_on_close_callback(self, cb: Any) -> None: ...
+
+            def add_on_cancel_callback(self, cb: Any) -> None: ...
+
+            def add_callback(self, *args: Any, **kwargs: Any) -> None: ...
+
+            def basic_publish(self, **kwargs: Any) -> None: ...
+
+        channel = TwistedChannel(Impl())
+        channel._delivery_confirmation = True
+        channel._delivery_message_id = 0
+        d = channel.basic_publish(exchange="", routing_key="q", body=b"x")
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        frame = pika.frame.Method(1, pika.spec.Basic.Ack(delivery_tag=1))
+        channel._on_delivery_confirmation(frame)
+        self.assertEqual(channel._deliveries, {})

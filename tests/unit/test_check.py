@@ -16,13 +16,14 @@ from zqtwisted.ops.check import (
     OK,
     UNKNOWN,
     WARNING,
-    CheckSettings,
     analyze_queue_stats,
     check_consumers,
     limits_for,
     parse_stats,
     run_check,
 )
+from zqtwisted.ops.settings import CheckSettings
+from zqtwisted.sections import SECTIONS
 
 NOW = 1_700_000_000
 QUEUES = {"email_senders", "outgoing_webhooks", "deferred_work", "missedmessage_mobile_notifications"}
@@ -159,11 +160,12 @@ class RunCheckTests(TestCase):
         self.assertEqual(self.check({"missedmessage_mobile_notifications_shard2": (100, 1)})[0], OK)
         self.assertEqual(limits_for("missedmessage_mobile_notifications_shard2"), (120, 180))
 
-    def test_default_stats_queues_are_registered_workers(self) -> None:
-        """Without stats_queues, registered queues (here: the test queues) need stats files."""
-        code, text = run_check({"noop": (0, 1)}, self.dir, NOW)
+    def test_stats_queues_need_stats_files(self) -> None:
+        """The queues named in stats_queues (zqctl passes every known one) need stats files."""
+        code, text = run_check({"noop": (0, 1)}, self.dir, NOW, stats_queues=["noop"])
         self.assertEqual(code, UNKNOWN)
         self.assertIn("queue noop problem", text)
+        self.assertEqual(run_check({"noop": (0, 1)}, self.dir, NOW)[0], OK)
 
 
 class PureTests(TestCase):
@@ -195,13 +197,13 @@ class ConsumersCheckTests(TestCase):
 class SettingsTests(TestCase):
     def test_limits_from_config(self) -> None:
         """[check] limits = {queue = [warning, critical]} parses into a limits mapping."""
-        config = parse_config({"check": {"limits": {"email_senders": [10, 20]}}})
+        config = parse_config({"check": {"limits": {"email_senders": [10, 20]}}}, SECTIONS)
         self.assertEqual(config.section("check", CheckSettings).as_limits(), {"email_senders": (10.0, 20.0)})
 
     def test_bad_limits_rejected(self) -> None:
         """A limit that is not [warning <= critical] names the key."""
         with self.assertRaises(ConfigError) as e:
-            parse_config({"check": {"limits": {"email_senders": [30, 20]}}})
+            parse_config({"check": {"limits": {"email_senders": [30, 20]}}}, SECTIONS)
         self.assertIn("check.limits.email_senders", str(e.exception))
         with self.assertRaises(ConfigError):
-            parse_config({"check": {"limits": {"email_senders": "fast"}}})
+            parse_config({"check": {"limits": {"email_senders": "fast"}}}, SECTIONS)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from dataclasses import FrozenInstanceError
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
 
 from twisted.trial import unittest
 
-from zqtwisted.config import ConfigError, load_config, parse_config, redact_url
+from zqtwisted.config import ConfigError, ConsumeLimit, load_config, parse_config, redact_url
+from zqtwisted.runtime.consumer import QueueWorker
+from zqtwisted.runtime.runner_settings import RunnerSettings
+from zqtwisted.sections import SECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,8 +37,22 @@ class ConfigTests(unittest.TestCase):
         """An unknown key stops start-up with a message naming it."""
         with self.assertRaisesRegex(ConfigError, r"unknown key queues\.noop\.prefetsh"):
             parse_config({"queues": {"noop": {"prefetsh": 5}}})
-        with self.assertRaisesRegex(ConfigError, r"unknown section \[brokr\]"):
-            parse_config({"brokr": {}})
+        with self.assertRaisesRegex(ConfigError, r"unknown section \[brokr\] \(known: broker, check, mail, "):
+            parse_config({"brokr": {}}, SECTIONS)
+
+    def test_sections_come_from_the_table_given(self) -> None:
+        """parse_config knows the core sections plus those of the table it is given, and no others."""
+
+        @dataclass(frozen=True)
+        class Extra:
+            size: int = 1
+
+        config = parse_config({"extra": {"size": 3}}, {"extra": Extra})
+        self.assertEqual(config.section("extra", Extra), Extra(3))
+        with self.assertRaisesRegex(
+            ConfigError, r"unknown section \[extra\] \(known: broker, paths, queues, workers\)"
+        ):
+            parse_config({"extra": {}})
 
     def test_bad_value_names_the_key(self) -> None:
         """A mistyped or out-of-range value names its key."""
@@ -49,12 +68,31 @@ class ConfigTests(unittest.TestCase):
         with self.assertRaisesRegex(ConfigError, r"retry_cap.*consumer_timeout"):
             parse_config({"queues": {"email_senders": {"retry_cap": 1500}}})
 
-    def test_max_consume_seconds_none_disables(self) -> None:
-        """``max_consume_seconds = "none"`` is accepted; other strings are not."""
-        config = parse_config({"queues": {"push": {"max_consume_seconds": "none"}}})
-        self.assertEqual(config.queue("push").max_consume_seconds, "none")
-        with self.assertRaisesRegex(ConfigError, "max_consume_seconds"):
+    def test_max_consume_seconds_is_typed_when_parsed(self) -> None:
+        """A number is a limit, "none" no limit, absent the worker's default; other values name the key."""
+        queues = parse_config(
+            {"queues": {"a": {"max_consume_seconds": 5}, "b": {"max_consume_seconds": "none"}, "c": {}}}
+        ).queues
+        self.assertEqual(queues["a"].max_consume_seconds, ConsumeLimit(5.0))
+        self.assertEqual(queues["b"].max_consume_seconds, ConsumeLimit(None))
+        self.assertIsNone(queues["c"].max_consume_seconds)
+        with self.assertRaisesRegex(ConfigError, r'max_consume_seconds: expected a number or "none", got \'never\''):
             parse_config({"queues": {"push": {"max_consume_seconds": "never"}}})
+        with self.assertRaisesRegex(ConfigError, r"max_consume_seconds: must be > 0"):
+            parse_config({"queues": {"push": {"max_consume_seconds": 0}}})
+
+    def test_max_consume_seconds_resolves_against_the_worker(self) -> None:
+        """RunnerSettings.resolve takes the configured limit, no limit, or the worker class's own."""
+
+        class Slow(QueueWorker):
+            max_consume_seconds = 90.0
+
+        queues = parse_config(
+            {"queues": {"a": {"max_consume_seconds": "12.5"}, "b": {"max_consume_seconds": "none"}}}
+        ).queues
+        self.assertEqual(RunnerSettings.resolve(Slow, queues["a"]).timeout, 12.5)
+        self.assertIsNone(RunnerSettings.resolve(Slow, queues["b"]).timeout)
+        self.assertEqual(RunnerSettings.resolve(Slow, parse_config({}).queue("c")).timeout, 90.0)
 
     def test_shard_falls_back_to_its_queue(self) -> None:
         """Settings of NAME apply to NAME_shardN unless it has its own."""
@@ -89,8 +127,19 @@ class ConfigTests(unittest.TestCase):
             lines.append(m.group(1) if m else line)
         path = Path(self.mktemp())
         path.write_text("\n".join(lines))
-        config = load_config(str(path), environ={})
+        config = load_config(str(path), environ={}, sections=SECTIONS)
         self.assertIn("outgoing_webhooks", config.queues)
+        self.assertEqual(set(config.sections), set(SECTIONS) - {"broker", "paths", "workers"})
+
+    def test_parsing_the_shipped_config_imports_no_consumer(self) -> None:
+        """Loading conf/zqtwisted.toml with the shipped sections table imports no consumer module."""
+        code = (
+            "import sys; from zqtwisted.config import load_config; from zqtwisted.sections import SECTIONS; "
+            f"load_config({str(REPO / 'conf' / 'zqtwisted.toml')!r}, {{}}, SECTIONS); "
+            "print([m for m in sys.modules if m.startswith(('zqtwisted.consumers.', 'zqtwisted.catalog'))])"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+        self.assertEqual(out.stdout.strip(), "[]")
 
     def test_broker_password_from_file(self) -> None:
         """[broker] password_file supplies the password, kept out of the URL in the file."""

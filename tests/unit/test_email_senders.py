@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import Harness
-from zqtwisted.config import Config, parse_config
+from tests.resource_fakes import memory_resources
+from zqtwisted.config import parse_config
 from zqtwisted.consumers.email_senders import (
+    SPECS,
     DeferredEmailSenderWorker,
     EmailSendingWorker,
     ImmediateEmailSenderWorker,
 )
 from zqtwisted.errors import MalformedEventError
+from zqtwisted.mail.backends import FileMailer
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.mail.smtp import SMTPPermanentError, SMTPTemporaryError, SMTPUnavailable
 from zqtwisted.mail.testing import FakeMailer
-from zqtwisted.runtime.worker import BatchFailures, get_worker_class
+from zqtwisted.runtime.consumer import BatchFailures, LoopQueueProcessingWorker, WorkerContext
+from zqtwisted.sections import SECTIONS
 
 
 def event(to: str = "hamlet@example.com", **fields: Any) -> dict[str, Any]:
@@ -37,44 +40,54 @@ class EmailHarness:
 
     def __init__(self, test: TestCase, worker_cls: type[EmailSendingWorker] = ImmediateEmailSenderWorker) -> None:
         self.logged: list[dict[str, Any]] = []
-        self.h = Harness(worker_cls, queue=worker_cls.queue_name)
-        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         self.mailer = FakeMailer()
-        self.factory_calls: list[MailSettings] = []
-        mail = MailSettings(from_address="noreply@zulip.example.com")
-        config = dataclasses.replace(self.h.config, sections={"mail": mail})
+        self.settings = MailSettings(from_address="noreply@zulip.example.com")
+        queue = {ImmediateEmailSenderWorker: "email_senders", DeferredEmailSenderWorker: "deferred_email_senders"}
+        self.h = Harness(
+            worker_cls,
+            queue=queue[worker_cls],
+            build=lambda context: worker_cls(context, settings=self.settings, mailer=self.mailer),
+        )
+        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         worker = self.h.worker
         assert isinstance(worker, EmailSendingWorker)
         self.worker = worker
-        worker.context = dataclasses.replace(worker.context, config=config, extras={"mailer_factory": self._factory})
-        worker.log = Logger(observer=self.logged.append)
+        worker.log = Logger(observer=cast(ILogObserver, self.logged.append))
         worker.start()
-
-    def _factory(self, reactor: Any, settings: MailSettings) -> FakeMailer:
-        self.factory_calls.append(settings)
-        return self.mailer
 
     def consume(self, events: list[dict[str, Any]]) -> Any:
         return self.worker.consume_batch(events)
 
 
-class WorkerDeclarationTests(TestCase):
-    def test_registered_queues(self) -> None:
-        """Both queues are registered as batch workers of 100 events / 1 s."""
-        self.assertIs(get_worker_class("email_senders"), ImmediateEmailSenderWorker)
-        self.assertIs(get_worker_class("deferred_email_senders"), DeferredEmailSenderWorker)
-        for cls in (ImmediateEmailSenderWorker, DeferredEmailSenderWorker):
-            self.assertEqual((cls.batch_size, cls.sleep_delay), (100, 1.0))
+class DeclarationTests(TestCase):
+    def test_specs(self) -> None:
+        """Both queues are declared as batch workers of 100 events / 1 s, with the [mail] section."""
+        specs = {spec.queue: spec for spec in SPECS}
+        self.assertIs(specs["email_senders"].worker, ImmediateEmailSenderWorker)
+        self.assertIs(specs["deferred_email_senders"].worker, DeferredEmailSenderWorker)
+        for spec in SPECS:
+            self.assertTrue(spec.batched)
+            self.assertEqual((spec.section, spec.settings), ("mail", MailSettings))
+            assert issubclass(spec.worker, LoopQueueProcessingWorker)
+            self.assertEqual((spec.worker.batch_size, spec.worker.sleep_delay), (100, 1.0))
+
+    def test_specs_build_workers_over_one_shared_mailer(self) -> None:
+        """Each spec builds its worker from the shared resources; both send through one mailer, closed with them."""
+        resources, reactor, publisher = memory_resources()
+        workers = [
+            spec.build(WorkerContext(spec.queue, reactor, publisher), MailSettings(), resources) for spec in SPECS
+        ]
+        assert all(isinstance(w, EmailSendingWorker) for w in workers)
+        first, second = cast(list[EmailSendingWorker], workers)
+        self.assertIsInstance(first.mailer, FileMailer)  # [mail] backend defaults to "file"
+        self.assertIs(first.mailer, second.mailer)
+        self.assertIs(resources.mailer(), first.mailer)
+        closing = resources.close()
+        reactor.advance(0)
+        self.successResultOf(closing)
 
 
 class ConsumeTests(TestCase):
-    def test_start_and_stop(self) -> None:
-        """start() builds the mailer from [mail]; stop() closes it."""
-        e = EmailHarness(self)
-        self.assertEqual(e.factory_calls[0].from_address, "noreply@zulip.example.com")
-        self.successResultOf(e.worker.stop())
-        self.assertTrue(e.mailer.closed)
-
     def test_batch_sent(self) -> None:
         """Every event of a batch is sent, with the configured envelope sender."""
         e = EmailHarness(self)
@@ -172,16 +185,20 @@ class RunnerTests(TestCase):
 
 class DefaultMailerTests(TestCase):
     def test_file_backend_by_default(self) -> None:
-        """Without [mail] the worker writes .eml files under file_dir."""
+        """Without [mail] backend the worker built by its spec writes .eml files under file_dir."""
         directory = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, directory)
-        config: Config = parse_config({"mail": {"file_dir": directory}})
-        h = Harness(ImmediateEmailSenderWorker, queue="email_senders")
-        self.addCleanup(shutil.rmtree, h.tmp, True)
-        h.worker.context = dataclasses.replace(h.worker.context, config=config)
-        h.worker.start()
-        assert isinstance(h.worker, EmailSendingWorker)
-        self.assertIsNone(self.successResultOf(h.worker.consume_batch([event()])))
+        config = parse_config({"mail": {"file_dir": directory}}, SECTIONS)
+        resources, reactor, publisher = memory_resources(config)
+        (spec,) = [s for s in SPECS if s.queue == "email_senders"]
+        worker = spec.build(
+            WorkerContext(spec.queue, reactor, publisher), config.section("mail", MailSettings), resources
+        )
+        assert isinstance(worker, EmailSendingWorker)
+        worker.start()
+        self.assertIsNone(self.successResultOf(worker.consume_batch([event()])))
         (name,) = os.listdir(directory)
         self.assertTrue(name.endswith(".eml"))
-        self.successResultOf(h.worker.stop())
+        closing = resources.close()
+        reactor.advance(0)
+        self.successResultOf(closing)

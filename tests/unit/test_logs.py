@@ -20,6 +20,7 @@ from zqtwisted.ops.logs import (
     make_observer,
     register_config_secrets,
 )
+from zqtwisted.sections import SECTIONS
 
 BROKER_PASSWORD = "brok3r-Pa55"
 SMTP_PASSWORD = "smtp-s3cret/with:odd@chars"
@@ -118,7 +119,8 @@ class SecretsTests(TestCase):
         with open(dsn_file, "w") as f:
             f.write("https://dsnkey-5555@sentry.invalid/1\n")
         config = parse_config(
-            {"broker": {"url": f"amqp://zulip:{BROKER_PASSWORD}@rabbit/"}, "sentry": {"dsn_file": dsn_file}}
+            {"broker": {"url": f"amqp://zulip:{BROKER_PASSWORD}@rabbit/"}, "sentry": {"dsn_file": dsn_file}},
+            SECTIONS,
         )
         masker = SecretMasker()
         register_config_secrets(config, masker)

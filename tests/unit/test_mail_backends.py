@@ -6,15 +6,15 @@ import os
 import shutil
 import tempfile
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import TestCase
 
+from tests.resource_fakes import ConnectingMemoryReactor
 from zqtwisted.config import ConfigError, parse_config
 from zqtwisted.errors import TransientError
 from zqtwisted.mail.backends import (
@@ -30,6 +30,7 @@ from zqtwisted.mail.render import Envelope, Renderer, to_bytes
 from zqtwisted.mail.settings import MailSettings, shipped_template_dir
 from zqtwisted.mail.smtp import SendResult
 from zqtwisted.mail.testing import FakeMailer
+from zqtwisted.sections import SECTIONS
 
 
 def message(to: str = "hamlet@example.com") -> EmailMessage:
@@ -103,7 +104,7 @@ class LogAndSMTPMailerTests(TestCase):
         """The log backend logs the subject and recipients."""
         events: list[dict[str, Any]] = []
         mailer = LogMailer()
-        mailer.log = Logger(observer=events.append)
+        mailer.log = Logger(observer=cast(ILogObserver, events.append))
         self.successResultOf(mailer.send(message()))
         self.assertIn("hamlet@example.com", events[0]["summary"])
         self.assertIn("Grüße", events[0]["summary"])
@@ -125,7 +126,7 @@ class LogAndSMTPMailerTests(TestCase):
         events: list[dict[str, Any]] = []
         stub = StubTransport(SendResult(250, "ok", (("x@example.com", 550, "unknown"),)))
         mailer = SMTPMailer(stub)  # type: ignore[arg-type]
-        mailer.log = Logger(observer=events.append)
+        mailer.log = Logger(observer=cast(ILogObserver, events.append))
         self.successResultOf(mailer.send(message()))
         self.assertIn("x@example.com", events[0]["refused"])
 
@@ -154,7 +155,7 @@ class SettingsTests(TestCase):
             ({"max_messages_per_connection": 0}, "mail.max_messages_per_connection"),
         ]:
             with self.assertRaisesRegex(ConfigError, key, msg=str(raw)):
-                parse_config({"mail": raw})
+                parse_config({"mail": raw}, SECTIONS)
 
     def test_password_file(self) -> None:
         """The SMTP password can come from password_file; it is not in the options' repr."""
@@ -172,9 +173,10 @@ class SettingsTests(TestCase):
 class BuildTests(TestCase):
     def test_backends(self) -> None:
         """build_mailer returns the backend [mail] names."""
-        self.assertIsInstance(build_mailer(Clock(), MailSettings(backend="log")), LogMailer)
-        self.assertIsInstance(build_mailer(Clock(), MailSettings(backend="file")), FileMailer)
-        mailer = build_mailer(MemoryReactorClock(), MailSettings(backend="smtp", host="127.0.0.1", tls="none"))
+        reactor = ConnectingMemoryReactor()
+        self.assertIsInstance(build_mailer(reactor, MailSettings(backend="log")), LogMailer)
+        self.assertIsInstance(build_mailer(reactor, MailSettings(backend="file")), FileMailer)
+        mailer = build_mailer(reactor, MailSettings(backend="smtp", host="127.0.0.1", tls="none"))
         assert isinstance(mailer, SMTPMailer)
         self.assertEqual((mailer.transport.options.host, mailer.transport.options.port), ("127.0.0.1", 25))
 

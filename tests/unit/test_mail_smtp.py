@@ -424,6 +424,26 @@ class ErrorTests(TransportTestCase):
         self.assertEqual(server.lines(), [b"MAIL FROM:<noreply@example.com>"])
         self.assertNoResult(d)
 
+    def test_malformed_reply_aborts(self) -> None:
+        """A reply line that is not SMTP aborts the connection: SMTPConnectionError, not a refusal."""
+        transport, connector, _clock = self.make()
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.ready()
+        server.lines()
+        server.reply("hello there")
+        self.assertIn("protocol error", str(self.failureResultOf(d, SMTPConnectionError).value))
+        self.assertTrue(server.transport.aborted)
+
+    def test_handshake_reply_deadline(self) -> None:
+        """A handshake reply missing past command_timeout (within connect_timeout) is SMTPUnavailable."""
+        transport, connector, clock = self.make(connect_timeout=30.0, command_timeout=5.0)
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.accept()
+        server.reply("220 hi")
+        clock.advance(5)
+        self.assertIn("no reply", str(self.failureResultOf(d, SMTPUnavailable).value))
+        self.assertTrue(server.transport.aborted)
+
     def test_connect_timeout(self) -> None:
         """A connection not ready within connect_timeout fails with SMTPUnavailable (transient)."""
         transport, connector, clock = self.make(connect_timeout=10.0)
@@ -597,6 +617,20 @@ class HandshakeTests(TransportTestCase):
         server.transaction()
         self.successResultOf(d)
 
+    def test_starttls_plaintext_injection(self) -> None:
+        """Lines sent in clear after the STARTTLS reply (an injection) end the session before TLS starts."""
+        clock = Clock()
+        connector = FakeConnector(clock)
+        options = SMTPOptions(host="mail.example.com", port=587, tls="starttls")
+        transport = SMTPTransport(clock, connector, options, tls_context=object())
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.ready("STARTTLS")
+        server.lines()
+        server.reply("220 go ahead", "250 injected")
+        self.assertIn("in clear", str(self.failureResultOf(d, SMTPUnavailable).value))
+        self.assertIsNone(server.transport.tls)
+        self.assertTrue(server.transport.aborted)
+
     def test_starttls_required_but_not_offered(self) -> None:
         """Required STARTTLS that the server does not offer: SMTPUnavailable, nothing sent."""
         clock = Clock()
@@ -610,6 +644,24 @@ class HandshakeTests(TransportTestCase):
         server.reply("250 mail.example.com")
         self.assertIn("TLS", str(self.failureResultOf(d, SMTPUnavailable).value))
         self.assertNotIn(b"MAIL FROM", server.take())
+
+    def test_starttls_refused(self) -> None:
+        """A refused STARTTLS fails the session when TLS is required, and is skipped when opportunistic."""
+        for required in (True, False):
+            clock = Clock()
+            connector = FakeConnector(clock)
+            options = SMTPOptions(host="mail.example.com", port=587, tls="starttls", starttls_required=required)
+            transport = SMTPTransport(clock, connector, options, tls_context=object())
+            d = transport.send(ENVELOPE, DATA)
+            server = connector.ready("STARTTLS")
+            self.assertEqual(server.lines(), [b"STARTTLS"])
+            server.reply("454 4.7.0 TLS not available")
+            if required:
+                self.assertIn("454", str(self.failureResultOf(d, SMTPUnavailable).value))
+                self.assertIsNone(server.transport.tls)
+            else:
+                server.transaction()
+                self.successResultOf(d)
 
     def test_opportunistic_starttls(self) -> None:
         """With starttls_required = false a server without STARTTLS gets the message in clear."""
@@ -655,12 +707,51 @@ class HandshakeTests(TransportTestCase):
         server.reply("250-mail.example.com", "250 AUTH PLAIN")
         server.lines()
         server.reply("535 5.7.8 bad credentials")
-        server.lines()
-        server.reply("535 5.7.8 bad credentials")
+        self.assertEqual(server.lines(), [b"QUIT"])
+        self.assertTrue(server.transport.disconnecting)
         error = self.failureResultOf(d, SMTPUnavailable).value
         self.assertIn("535", str(error))
         self.assertNotIn("s3cret", str(error))
         self.assertNotIn(base64.b64encode(b"\0zulip\0s3cret").decode(), str(error))
+
+    def test_auth_login(self) -> None:
+        """A server offering only AUTH LOGIN gets the user name, then the password, each in base64."""
+        transport, connector, _clock = self.make(username="zulip", password="s3cret")
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.ready("AUTH LOGIN")
+        self.assertEqual(server.lines(), [b"AUTH LOGIN"])
+        server.reply("334 VXNlcm5hbWU6")
+        self.assertEqual(server.lines(), [base64.b64encode(b"zulip")])
+        server.reply("334 UGFzc3dvcmQ6")
+        self.assertEqual(server.lines(), [base64.b64encode(b"s3cret")])
+        server.reply("235 2.7.0 ok")
+        server.transaction()
+        self.successResultOf(d)
+
+    def test_auth_cram_md5_preferred(self) -> None:
+        """CRAM-MD5 is chosen when offered; the password itself never goes over the wire."""
+        transport, connector, _clock = self.make(username="tim", password="tanstaaftanstaaf")
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.ready("AUTH PLAIN LOGIN CRAM-MD5")
+        self.assertEqual(server.lines(), [b"AUTH CRAM-MD5"])
+        server.reply("334 " + base64.b64encode(b"<1896.697170952@postoffice.reston.mci.net>").decode())
+        (line,) = server.lines()
+        self.assertEqual(base64.b64decode(line), b"tim b913a602c7eda7a495b4e6e7334d3890")
+        server.reply("235 ok")
+        server.transaction()
+        self.successResultOf(d)
+
+    def test_auth_malformed_challenge(self) -> None:
+        """A challenge that is not base64 is cancelled with "*" and the session fails: SMTPUnavailable."""
+        transport, connector, _clock = self.make(username="zulip", password="s3cret")
+        d = transport.send(ENVELOPE, DATA)
+        server = connector.ready("AUTH LOGIN")
+        server.lines()
+        server.reply("334 ???")
+        self.assertEqual(server.lines(), [b"*"])
+        server.reply("501 cancelled")
+        self.assertIn("AUTH LOGIN", str(self.failureResultOf(d, SMTPUnavailable).value))
+        self.assertTrue(server.transport.aborted)
 
     def test_auth_required_but_not_offered(self) -> None:
         """A username with a server that offers no AUTH: SMTPUnavailable."""

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import tempfile
 import types
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import Harness
 from tests.missedmessage_fixtures import stream_event
-from zqtwisted.config import ConfigError
-from zqtwisted.consumers.missedmessage_emails import MissedMessageWorker
+from tests.resource_fakes import memory_resources
+from zqtwisted.config import Config, ConfigError
+from zqtwisted.consumers.missedmessage_emails import SPECS, MissedMessageWorker
 from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.store import MemoryStore
+from zqtwisted.missedmessage.unread import HTTPUnreadChecker
+from zqtwisted.runtime.consumer import WorkerContext
 from zqtwisted.runtime.deadletter import H_MESSAGE
-from zqtwisted.runtime.worker import get_worker_class
 
 
 class HoldingStore(MemoryStore):
@@ -46,20 +50,20 @@ class HoldingStore(MemoryStore):
 class MissedMessageHarness:
     def __init__(self, test: TestCase, worker_num: int | None = None, start: bool = True, **settings: Any) -> None:
         queue = "missedmessage_emails" if worker_num is None else f"missedmessage_emails_shard{worker_num}"
-        self.h = Harness(MissedMessageWorker, queue=queue)
-        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         self.store = HoldingStore()
         self.logged: list[dict[str, Any]] = []
-        config = dataclasses.replace(
-            self.h.config, sections=types.MappingProxyType({"missedmessage": MissedMessageSettings(**settings)})
-        )
+        mm = MissedMessageSettings(**settings)
+
+        def build(context: WorkerContext) -> MissedMessageWorker:
+            context = dataclasses.replace(context, worker_num=worker_num)
+            return MissedMessageWorker(context, settings=mm, store=self.store)
+
+        self.h = Harness(MissedMessageWorker, queue=queue, build=build)
+        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         worker = self.h.worker
         assert isinstance(worker, MissedMessageWorker)
         self.worker = worker
-        worker.context = dataclasses.replace(
-            worker.context, config=config, worker_num=worker_num, extras={"missedmessage_store": self.store}
-        )
-        worker.log = Logger(observer=self.logged.append)
+        worker.log = Logger(observer=cast(ILogObserver, self.logged.append))
         if start:
             test.successResultOf(worker.start())
             test.addCleanup(worker.stop)
@@ -68,12 +72,39 @@ class MissedMessageHarness:
         return [json.loads(body) for q, body, _ in self.h.broker.published if q == queue]
 
 
-class ConsumerTests(TestCase):
-    def test_registered_and_sharded(self) -> None:
-        """The queue is registered, sharded (NAME_shardN under --worker-num)."""
-        self.assertIs(get_worker_class("missedmessage_emails"), MissedMessageWorker)
-        self.assertTrue(MissedMessageWorker.sharded)
+class DeclarationTests(TestCase):
+    def test_declared_sharded(self) -> None:
+        """The queue is declared sharded (NAME_shardN under --worker-num), with the [missedmessage] section."""
+        (spec,) = SPECS
+        self.assertEqual((spec.queue, spec.worker, spec.sharded), ("missedmessage_emails", MissedMessageWorker, True))
+        self.assertEqual((spec.section, spec.settings), ("missedmessage", MissedMessageSettings))
 
+    def test_spec_builds_a_worker_over_the_shared_store(self) -> None:
+        """With default settings the spec builds a worker over the resources' one store, and no unread check."""
+        (spec,) = SPECS
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        settings = MissedMessageSettings(sqlite_path=os.path.join(directory, "mm.sqlite3"))
+        resources, reactor, publisher = memory_resources(
+            Config(sections=types.MappingProxyType({"missedmessage": settings}))
+        )
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), settings, resources)
+        assert isinstance(worker, MissedMessageWorker)
+        self.assertIs(worker.store, resources.missedmessage_store())
+        self.assertIsNone(worker.unread)
+
+    def test_unread_check_over_the_shared_pool(self) -> None:
+        """With unread_url the spec's worker asks it through the resources' "unread" pool."""
+        (spec,) = SPECS
+        settings = MissedMessageSettings(unread_url="https://chat.example.com/unread", unread_timeout=4)
+        resources, reactor, publisher = memory_resources()
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), settings, resources)
+        assert isinstance(worker, MissedMessageWorker) and isinstance(worker.unread, HTTPUnreadChecker)
+        self.assertEqual((worker.unread.url, worker.unread.client.timeout), ("https://chat.example.com/unread", 4))
+        self.assertFalse(resources.http_pool("unread").retryAutomatically)
+
+
+class ConsumerTests(TestCase):
     def test_acked_only_after_commit(self) -> None:
         """The event stays unacked until its row is committed."""
         m = MissedMessageHarness(self)
@@ -118,12 +149,12 @@ class ConsumerTests(TestCase):
         self.assertEqual(len(self.successResultOf(m.store.rows(10))), 1)
         self.assertEqual(self.successResultOf(m.store.rows(10))[0].event.get("failed_tries"), None)
 
-    def test_stop_closes_store(self) -> None:
-        """stop() cancels the timers and closes the store."""
+    def test_stop_cancels_the_timers(self) -> None:
+        """stop() cancels the timers; the store stays open for its owner (the shared resources) to close."""
         m = MissedMessageHarness(self)
         m.h.publish(stream_event(10, 1))
         self.successResultOf(m.worker.stop())
-        self.assertFalse(m.store.is_open)
+        self.assertTrue(m.store.is_open)
         self.assertEqual(m.h.clock.getDelayedCalls(), [])
 
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial import unittest
 
-from tests.contract import inline
 from tests.missedmessage_fixtures import FakePublisher, private_event, stream_event
 from zqtwisted.missedmessage.scheduler import BatchScheduler, SchedulerOptions
-from zqtwisted.missedmessage.sqlstore import SQLiteStore
 from zqtwisted.missedmessage.store import MemoryStore, PendingStore, Shard
 from zqtwisted.runtime.retry import BackoffPolicy
 
@@ -60,7 +54,7 @@ class SchedulerCase(unittest.TestCase):
         scheduler = BatchScheduler(
             self.clock, self.store, self.publisher.publish_json, SchedulerOptions(**options), unread=unread
         )
-        scheduler.log = Logger(observer=self.logged.append)
+        scheduler.log = Logger(observer=cast(ILogObserver, self.logged.append))
         self.successResultOf(scheduler.start())
         self.addCleanup(scheduler.stop)
         return scheduler
@@ -296,53 +290,45 @@ class LifecycleTests(SchedulerCase):
 
 
 class RestartTests(unittest.TestCase):
-    """A real SQLite file, a process stopped with pending batches, a new one started."""
+    """A store that outlives its scheduler: a process stopped with pending batches, a new one started.
+
+    The same story over a real SQLite file is in tests/integration/test_missedmessage_store.py.
+    """
 
     def setUp(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="zqtest-mm-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.path = os.path.join(self.tmp, "missedmessage.sqlite3")
+        self.store = MemoryStore()
+        self.successResultOf(self.store.open())
 
-    async def process(self, clock: Clock, publisher: FakePublisher) -> tuple[BatchScheduler, SQLiteStore]:
-        store = SQLiteStore(reactor, self.path)
-        await store.open()
-        self.addCleanup(store.close)
-        scheduler = BatchScheduler(clock, store, publisher.publish_json)
-        await scheduler.start()
-        return scheduler, store
-
-    @inline
-    async def test_restart_sends_each_batch_exactly_once(self) -> None:
-        """Batches pending at stop are sent once after restart: overdue at once, the others when due."""
+    def process(self, now: float) -> tuple[BatchScheduler, Clock, FakePublisher]:
         clock, publisher = Clock(), FakePublisher()
-        clock.advance(1_000)
-        scheduler, store = await self.process(clock, publisher)
-        await scheduler.add(stream_event(10, 1))
-        await scheduler.add(stream_event(10, 2, topic="Other"))
-        await scheduler.add(private_event(11, 3, period=600))
-        await scheduler.stop()
-        await store.close()
+        clock.advance(now)
+        scheduler = BatchScheduler(clock, self.store, publisher.publish_json)
+        self.successResultOf(scheduler.start())
+        self.addCleanup(scheduler.stop)
+        return scheduler, clock, publisher
+
+    def test_restart_sends_each_batch_exactly_once(self) -> None:
+        """Batches pending at stop are sent once after restart: overdue at once, the others when due."""
+        scheduler, clock, publisher = self.process(1_000)
+        self.successResultOf(scheduler.add(stream_event(10, 1)))
+        self.successResultOf(scheduler.add(stream_event(10, 2, topic="Other")))
+        self.successResultOf(scheduler.add(private_event(11, 3, period=600)))
+        self.successResultOf(scheduler.stop())
+        self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(publisher.published, [])
 
         # The process was down for 200 s: user 10's batch is overdue, user 11's is not yet due.
-        clock2, publisher2 = Clock(), FakePublisher()
-        clock2.advance(1_200)
-        scheduler2, store2 = await self.process(clock2, publisher2)
+        scheduler2, clock2, publisher2 = self.process(1_200)
         self.assertEqual((scheduler2.due_at(10), scheduler2.due_at(11)), (1_200, 1_600))  # overdue: now
         clock2.advance(0)
-        await scheduler2.sending()
         self.assertEqual([messages_of(dict(e)) for e in publisher2.to("email_senders")], [["message 1"], ["message 2"]])
         clock2.advance(400)
-        await scheduler2.sending()
         self.assertEqual(len(publisher2.published), 3)
         self.assertEqual(publisher2.published[2][1]["to_emails"], [IAGO])
-        await scheduler2.stop()
-        await store2.close()
+        self.successResultOf(scheduler2.stop())
 
         # A third start finds nothing left to send.
-        clock3, publisher3 = Clock(), FakePublisher()
-        clock3.advance(5_000)
-        scheduler3, _ = await self.process(clock3, publisher3)
+        scheduler3, clock3, publisher3 = self.process(5_000)
         self.assertEqual(clock3.getDelayedCalls(), [])
-        await scheduler3.stop()
+        self.assertEqual((scheduler3.due_at(10), scheduler3.due_at(11)), (None, None))
         self.assertEqual(publisher3.published, [])

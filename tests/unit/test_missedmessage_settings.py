@@ -9,12 +9,13 @@ from twisted.trial import unittest
 
 from zqtwisted.config import ConfigError, parse_config
 from zqtwisted.missedmessage.settings import MissedMessageSettings
+from zqtwisted.sections import SECTIONS
 
 
 class SettingsTests(unittest.TestCase):
     def test_defaults(self) -> None:
         """SQLite in var/, 120 s batches, the shipped template, one shard, no unread check."""
-        s = parse_config({}).section("missedmessage", MissedMessageSettings)
+        s = parse_config({}, SECTIONS).section("missedmessage", MissedMessageSettings)
         self.assertEqual((s.store, s.sqlite_path), ("sqlite", "var/missedmessage.sqlite3"))
         self.assertEqual((s.default_batching_period, s.shards, s.unread_url), (120.0, 1, ""))
         self.assertEqual(s.template_prefix, "zqtwisted/emails/missed_message")
@@ -29,7 +30,8 @@ class SettingsTests(unittest.TestCase):
                     "shards": 4,
                     "unread_url": "http://x/",
                 }
-            }
+            },
+            SECTIONS,
         )
         s = config.section("missedmessage", MissedMessageSettings)
         self.assertEqual((s.store, s.shards, s.dsn()), ("postgres", 4, "dbname=zulip"))
@@ -46,7 +48,7 @@ class SettingsTests(unittest.TestCase):
         }
         for key, table in cases.items():
             with self.assertRaises(ConfigError) as caught:
-                parse_config({"missedmessage": table})
+                parse_config({"missedmessage": table}, SECTIONS)
             self.assertIn(key, str(caught.exception))
 
     def test_secrets_from_files(self) -> None:

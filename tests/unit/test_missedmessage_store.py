@@ -1,18 +1,15 @@
-"""The pending-notification stores: MemoryStore and SQLiteStore pass the same contract."""
+"""The in-memory pending-notification store: MemoryStore passes the store contract, synchronously.
+
+The SQL stores pass the same contract on a real database in
+tests/integration/test_missedmessage_store.py (SQLite) and test_missedmessage_postgres.py.
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-from twisted.internet import reactor
 from twisted.trial import unittest
 
 from tests.contract import inline
 from tests.missedmessage_fixtures import StoreContract, stream_event
-from zqtwisted.missedmessage.settings import MissedMessageSettings
-from zqtwisted.missedmessage.sqlstore import PostgresStore, SQLiteStore, build_store
 from zqtwisted.missedmessage.store import MemoryStore, PendingStore, Shard, StoreClosed
 
 
@@ -34,45 +31,17 @@ class MemoryStoreTests(StoreContract, unittest.TestCase):
         """Calls before open() fail with StoreClosed."""
         self.failureResultOf(MemoryStore().rows(10), StoreClosed)
 
+    def test_answers_at_once(self) -> None:
+        """Every call's Deferred has fired when it returns: no thread, no reactor turn."""
+        store = MemoryStore()
+        self.successResultOf(store.open())
+        self.assertEqual(self.successResultOf(store.add(stream_event(10, 1), 100.0, 120)), 220.0)
+        self.assertEqual(self.successResultOf(store.due_times()), {10: 220.0})
+        self.successResultOf(store.close())
+        self.assertFalse(store.is_open)
 
-class SQLiteStoreTests(StoreContract, unittest.TestCase):
-    def setUp(self) -> None:
-        self.tmp = tempfile.mkdtemp(prefix="zqtest-mm-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
 
-    def make_store(self) -> PendingStore:
-        return SQLiteStore(reactor, os.path.join(self.tmp, "sub", "pending.sqlite3"))
-
-    @inline
-    async def test_rows_survive_reopen(self) -> None:
-        """Rows committed by one store are there for a new store over the same file."""
-        first = await self.opened()
-        await first.add(stream_event(10, 1), 100.0, 120)
-        await first.close()
-        second = await self.opened()
-        self.assertEqual(await second.due_times(), {10: 220.0})
-        self.assertEqual((await second.rows(10))[0].event["user"]["email"], "hamlet@example.com")
-
-    def test_invalid_table_name(self) -> None:
-        """A table name that is not a plain identifier is refused."""
-        with self.assertRaises(ValueError):
-            SQLiteStore(reactor, "x.sqlite3", table="x; DROP TABLE y")
-
-    def test_build_store(self) -> None:
-        """build_store picks the store the settings name."""
-        sqlite = build_store(reactor, MissedMessageSettings(sqlite_path="p.sqlite3"))
-        self.assertIsInstance(sqlite, SQLiteStore)
-        pg = build_store(reactor, MissedMessageSettings(store="postgres", postgres_dsn="dbname=x"))
-        self.assertIsInstance(pg, PostgresStore)
-
-    def test_postgres_placeholders(self) -> None:
-        """PostgreSQL statements use %s placeholders and escape the modulo operator."""
-        store = PostgresStore(reactor, "dbname=x")
-        self.assertEqual(
-            store.sql("SELECT 1 FROM {t} WHERE user_profile_id % ? = ?"),
-            "SELECT 1 FROM zq_missedmessage_pending WHERE user_profile_id %% %s = %s",
-        )
-
+class ShardTests(unittest.TestCase):
     def test_shard_owns(self) -> None:
         """Shard N of S owns the users with id % S + 1 == N; one shard owns everyone."""
         self.assertTrue(Shard(3, 2).owns(4))

@@ -11,7 +11,14 @@ from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from zqtwisted.missedmessage.unread import HTTPUnreadChecker, UnreadCheckError, build_unread_checker, parse_answer
+from tests.resource_fakes import memory_resources
+from zqtwisted.missedmessage.unread import (
+    UNREAD_POOL,
+    HTTPUnreadChecker,
+    UnreadCheckError,
+    build_unread_checker,
+    parse_answer,
+)
 from zqtwisted.webhooks.client import WebhookClient, WebhookResponse, WebhookTimeout
 
 URL = "http://zulip.example.com/internal/unread"
@@ -28,7 +35,7 @@ class UnreadResource(Resource):
         self.requests: list[tuple[dict[str, Any], Request]] = []
 
     def render_POST(self, request: Request) -> Any:
-        asked = json.loads(request.content.read())
+        asked = json.loads(_body(request))
         self.requests.append((asked, request))
         if self.hold:
             return NOT_DONE_YET
@@ -81,10 +88,16 @@ class CheckerTests(unittest.TestCase):
                 parse_answer(WebhookResponse(200, body), [1])
 
     def test_build(self) -> None:
-        """The production checker is built over a persistent pool and closes it."""
-        clock = Clock()
-        checker = build_unread_checker(clock, URL, timeout=3)
+        """The production checker is built over the shared "unread" pool, with the deadline it is given."""
+        resources, reactor, _ = memory_resources()
+        pool = resources.http_pool("unread", UNREAD_POOL)
+        checker = build_unread_checker(reactor, pool, URL, timeout=3)
         self.assertEqual(checker.client.timeout, 3)
-        d = checker.close()
-        clock.advance(0)
-        self.successResultOf(d)
+        self.assertFalse(pool.retryAutomatically)
+
+
+def _body(request: Request) -> bytes:
+    """The request's body (twisted.web always gives a POST one)."""
+    assert request.content is not None
+    body: bytes = request.content.read()
+    return body

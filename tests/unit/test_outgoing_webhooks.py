@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,20 +11,31 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.resource_fakes import memory_resources
 from tests.unit.test_webhook_payload import private_event, stream_event
-from zqtwisted.config import Config
-from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker, ServiceUnavailable
+from zqtwisted.consumers.outgoing_webhooks import SPECS, OutgoingWebhookWorker, ServiceUnavailable
 from zqtwisted.errors import MalformedEventError, PermanentError, TransientError
-from zqtwisted.runtime.worker import WorkerContext, get_worker_class
+from zqtwisted.runtime.consumer import WorkerContext
+from zqtwisted.testing import RecordingPublisher
 from zqtwisted.webhooks.client import (
     HostBusyError,
     ResponseTooLarge,
+    WebhookClient,
     WebhookConnectionError,
     WebhookResponse,
     WebhookTimeout,
 )
 from zqtwisted.webhooks.guard import DisallowedNetworkError
-from zqtwisted.webhooks.replies import FAILURE, OWNER_NOTICE, REPLY, Reply, ReplyRejected
+from zqtwisted.webhooks.replies import (
+    FAILURE,
+    OWNER_NOTICE,
+    REPLY,
+    QueueReplySink,
+    Reply,
+    ReplyRejected,
+    RestReplySink,
+    bot_reply,
+)
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 
 URL = "https://bots.example.com/hook"
@@ -42,7 +52,6 @@ class FakeClient:
         self.results: dict[str, list[Any]] = {}
         self.calls: list[tuple[str, bytes, str]] = []
         self.cancelled: list[str] = []
-        self.closed = False
 
     def answer(self, url: str, *results: Any) -> None:
         self.results[url] = list(results)
@@ -56,10 +65,6 @@ class FakeClient:
             return fail(result)
         return succeed(result)
 
-    def close(self) -> Deferred[None]:
-        self.closed = True
-        return succeed(None)
-
 
 class FakeSink:
     """Records replies; fails with ``error`` when set."""
@@ -67,16 +72,11 @@ class FakeSink:
     def __init__(self) -> None:
         self.sent: list[Reply] = []
         self.error: BaseException | None = None
-        self.closed = False
 
     def send(self, reply: Reply) -> Deferred[None]:
         if self.error is not None:
             return fail(self.error)
         self.sent.append(reply)
-        return succeed(None)
-
-    def close(self) -> Deferred[None]:
-        self.closed = True
         return succeed(None)
 
 
@@ -90,14 +90,8 @@ class WorkerTestCase(TestCase):
         self.client = FakeClient()
         self.sink = FakeSink()
         settings = OutgoingWebhookSettings(realm_url="https://chat.example.com", realm_id=2)
-        context = WorkerContext(
-            reactor=Clock(),
-            config=Config(sections=types.MappingProxyType({"outgoing_webhooks": settings})),
-            publisher=None,  # type: ignore[arg-type]
-            queue="outgoing_webhooks",
-            extras={"webhook_client": self.client, "reply_sink": self.sink},
-        )
-        self.worker = OutgoingWebhookWorker(context)
+        context = WorkerContext("outgoing_webhooks", Clock(), RecordingPublisher())
+        self.worker = OutgoingWebhookWorker(context, settings=settings, client=self.client, sink=self.sink)
 
     def consume(self, event: dict[str, Any]) -> Deferred[None]:
         return self.worker.consume(self.worker.validate(event))
@@ -110,9 +104,11 @@ class WorkerTestCase(TestCase):
 
 
 class DeclarationTests(WorkerTestCase):
-    def test_registered_for_outgoing_webhooks_with_concurrency_100(self) -> None:
+    def test_declared_for_outgoing_webhooks_with_concurrency_100(self) -> None:
         """The worker consumes outgoing_webhooks with 100 events in flight by default."""
-        self.assertIs(get_worker_class("outgoing_webhooks"), OutgoingWebhookWorker)
+        (spec,) = SPECS
+        self.assertEqual((spec.queue, spec.worker, spec.sharded), ("outgoing_webhooks", OutgoingWebhookWorker, False))
+        self.assertEqual((spec.section, spec.settings), ("outgoing_webhooks", OutgoingWebhookSettings))
         self.assertEqual(OutgoingWebhookWorker.concurrency, 100)
 
     def test_validate_rejects_malformed_events(self) -> None:
@@ -120,10 +116,29 @@ class DeclarationTests(WorkerTestCase):
         with self.assertRaises(MalformedEventError):
             self.worker.validate({"message": {}})
 
-    def test_stop_closes_client_and_sink(self) -> None:
-        """Stopping closes the connection pool and the sink."""
-        self.successResultOf(self.worker.stop())
-        self.assertTrue(self.client.closed and self.sink.closed)
+    def test_spec_builds_a_worker_from_resources(self) -> None:
+        """With default settings: a client over the shared "webhooks" pool, replies published as events."""
+        (spec,) = SPECS
+        resources, reactor, publisher = memory_resources()
+        settings = OutgoingWebhookSettings(per_host_concurrency=5)
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), settings, resources)
+        assert isinstance(worker, OutgoingWebhookWorker)
+        self.assertIsInstance(worker.client, WebhookClient)
+        self.assertIsInstance(worker.sink, QueueReplySink)
+        self.assertEqual(resources.http_pool("webhooks").maxPersistentPerHost, 5)
+        self.successResultOf(worker.sink.send(bot_reply(stream_event(), "hi")))
+        ((queue, _),) = publisher.published
+        self.assertEqual(queue, "outgoing_webhook_responses")
+
+    def test_rest_sink_uses_its_own_pool(self) -> None:
+        """reply_sink = "rest": the sink posts through the shared "webhook_replies" pool."""
+        (spec,) = SPECS
+        resources, reactor, publisher = memory_resources()
+        settings = OutgoingWebhookSettings(reply_sink="rest", rest_site="https://chat.example.com")
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), settings, resources)
+        assert isinstance(worker, OutgoingWebhookWorker)
+        self.assertIsInstance(worker.sink, RestReplySink)
+        self.assertIsNot(resources.http_pool("webhook_replies"), resources.http_pool("webhooks"))
 
 
 class SuccessTests(WorkerTestCase):

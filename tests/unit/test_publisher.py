@@ -6,7 +6,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from zqtwisted.runtime.broker import BrokerUnavailable
-from zqtwisted.runtime.publisher import Publisher, encode_event, queue_json_publish, set_default_publisher
+from zqtwisted.runtime.publisher import Publisher, encode_event
 from zqtwisted.testing import MemoryBroker
 
 
@@ -42,12 +42,8 @@ class PublisherTests(unittest.TestCase):
         with self.assertRaises(TypeError):
             encode_event("x")  # type: ignore[arg-type]
 
-    def test_module_function_uses_the_default_publisher(self) -> None:
-        """queue_json_publish uses the installed default, and fails clearly without one."""
-        set_default_publisher(None)
-        self.failureResultOf(queue_json_publish("q", {}), RuntimeError)
+    def test_queue_json_publish_is_zulips_name_for_publish_json(self) -> None:
+        """Publisher.queue_json_publish publishes the event and fires when confirmed."""
         self.broker.startService()
-        set_default_publisher(self.publisher)
-        self.addCleanup(set_default_publisher, None)
-        self.successResultOf(queue_json_publish("q", {"b": 2}))
+        self.successResultOf(self.publisher.queue_json_publish("q", {"b": 2}))
         self.assertEqual(self.broker.messages("q"), [b'{"b":2}'])

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived
 
+from tests.resource_fakes import memory_resources
 from tests.unit.test_push_payload import dm_event, remove_event
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.bouncer import (
@@ -26,7 +26,9 @@ from zqtwisted.push.bouncer import (
     BouncerRetryLater,
     LogBackend,
     basic_auth,
+    bouncer_pool_options,
     build_backend,
+    build_bouncer_client,
     classify_response,
     notify_url,
     summary,
@@ -207,14 +209,13 @@ class LogBackendTests(TestCase):
         """The log backend succeeds and logs the notification's title, subtitle, body and request."""
         logged: list[dict[str, Any]] = []
         backend = LogBackend()
-        backend.log = Logger(observer=logged.append)
+        backend.log = Logger(observer=cast(ILogObserver, logged.append))
         n = notification()
         self.assertIsNone(self.successResultOf(backend.send(n)))
         (line,) = logged
         self.assertEqual(line["summary"], "message 501: Othello | plain text")
         self.assertEqual(line["request"], n.request_body())
         self.assertEqual(line["user_id"], 10)
-        self.successResultOf(backend.close())
 
     def test_summary_of_remove(self) -> None:
         """A remove is summarised by its message ids."""
@@ -223,24 +224,28 @@ class LogBackendTests(TestCase):
 
 class BuildBackendTests(TestCase):
     def test_log_without_bouncer_url(self) -> None:
-        """Without bouncer_url the log backend is chosen."""
-        self.assertIsInstance(build_backend(MemoryReactorClock(), PushSettings()), LogBackend)
+        """Without bouncer_url the log backend is chosen, and no HTTP client is built."""
+        asked: list[str] = []
+
+        def client() -> WebhookClient:
+            asked.append("client")
+            raise AssertionError("no client for the log backend")
+
+        self.assertIsInstance(build_backend(PushSettings(), client), LogBackend)
+        self.assertEqual(asked, [])
 
     def test_bouncer_backend(self) -> None:
-        """With a bouncer: its URL, the timeout, the caps and a persistent pool; close() closes the pool."""
+        """With a bouncer: its URL, the timeout and the caps, over the shared "push" pool."""
         settings = PushSettings(
             bouncer_url=BOUNCER, server_uuid=SERVER_UUID, api_key=API_KEY, timeout=7, max_connections=9
         )
-        reactor = MemoryReactorClock()
-        backend = build_backend(reactor, settings)
+        resources, reactor, _ = memory_resources()
+        pool = resources.http_pool("push", bouncer_pool_options(settings))
+        backend = build_backend(settings, lambda: build_bouncer_client(reactor, settings, pool))
         assert isinstance(backend, BouncerBackend)
         self.assertEqual(backend.url, f"{BOUNCER}/api/v1/remotes/push/notify")
         client = backend.client
         self.assertEqual((client.timeout, client._slots.limit), (7, 9))
         self.assertTrue(client.user_agent.startswith("ZulipServer/"))
-        assert client._pool is not None
-        self.assertEqual(client._pool.maxPersistentPerHost, 9)
-        self.assertFalse(client._pool.retryAutomatically)
-        closing = backend.close()
-        reactor.advance(0)
-        self.successResultOf(closing)
+        self.assertEqual(pool.maxPersistentPerHost, 9)
+        self.assertFalse(pool.retryAutomatically)

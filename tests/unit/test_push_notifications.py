@@ -8,23 +8,24 @@ import json
 import shutil
 import types
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import Harness
+from tests.resource_fakes import memory_resources
 from tests.unit.test_push_payload import dm_event, remove_event
-from zqtwisted.config import Config, QueueSettings
-from zqtwisted.consumers.push_notifications import PushNotificationsWorker
-from zqtwisted.push.bouncer import BouncerRefused, BouncerResult, BouncerRetryLater, LogBackend
-from zqtwisted.push.payload import Notification
+from zqtwisted.config import Config, ConsumeLimit, QueueSettings
+from zqtwisted.consumers import push_notifications
+from zqtwisted.consumers.push_notifications import SPECS, PushNotificationsWorker, build_worker
+from zqtwisted.push.bouncer import BouncerBackend, BouncerRefused, BouncerResult, BouncerRetryLater, LogBackend
+from zqtwisted.push.payload import Notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE
-from zqtwisted.runtime.worker import WorkerContext, get_worker_class
-from zqtwisted.tap import queue_for
+from zqtwisted.runtime.consumer import WorkerContext
+from zqtwisted.tap import consumed_queue
 
 HOLD = "hold"
 BOUNCER = PushSettings(bouncer_url="https://push.example.com", server_uuid="u", api_key="k")
@@ -65,20 +66,33 @@ class ScriptedBackend:
 
 
 class PushHarness:
-    """The push worker under a runner, its backend scripted, its log lines captured."""
+    """The push worker under a runner, its backend scripted, its log lines captured.
+
+    With ``backend=False`` the worker is built by its spec over shared resources (the real backend choice).
+    """
 
     def __init__(self, test: TestCase, backend: Any = None, settings: PushSettings = BOUNCER) -> None:
-        self.h = Harness(PushNotificationsWorker, queue=QUEUE)
-        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         self.backend = ScriptedBackend() if backend is None else backend
         self.logged: list[dict[str, Any]] = []
+        if self.backend is False:
+            resources, _, _ = memory_resources()
+
+            def build(context: WorkerContext) -> PushNotificationsWorker:
+                return build_worker(context, settings, resources)
+
+        else:
+
+            def build(context: WorkerContext) -> PushNotificationsWorker:
+                return PushNotificationsWorker(
+                    context, settings=settings, backend=self.backend, concurrency=50, consume_timeout=30.0
+                )
+
+        self.h = Harness(PushNotificationsWorker, queue=QUEUE, build=build)
+        test.addCleanup(shutil.rmtree, self.h.tmp, True)
         worker = self.h.worker
         assert isinstance(worker, PushNotificationsWorker)
         self.worker = worker
-        config = dataclasses.replace(self.h.config, sections=types.MappingProxyType({"push": settings}))
-        extras = {"push_backend": self.backend} if self.backend is not False else {}
-        worker.context = dataclasses.replace(worker.context, config=config, extras=extras)
-        worker.log = Logger(observer=self.logged.append)
+        worker.log = Logger(observer=cast(ILogObserver, self.logged.append))
         worker.start()
 
     def lines(self, level: LogLevel | None = None) -> list[str]:
@@ -91,19 +105,40 @@ class PushHarness:
 
 
 class DeclarationTests(TestCase):
-    def test_registered_sharded_with_zulips_limits(self) -> None:
+    def test_declared_sharded_with_zulips_limits(self) -> None:
         """The queue is sharded, 50 in flight, 3 retries, and a consume timeout beyond the 15 s deadline."""
-        cls = get_worker_class(QUEUE)
+        (spec,) = SPECS
+        self.assertEqual((spec.queue, spec.section, spec.settings), (QUEUE, "push", PushSettings))
+        cls = spec.worker
         self.assertIs(cls, PushNotificationsWorker)
-        self.assertTrue(cls.sharded)
+        self.assertTrue(spec.sharded)
         self.assertEqual((cls.concurrency, cls.max_retries), (50, 3))
         assert cls.max_consume_seconds is not None
         self.assertGreater(cls.max_consume_seconds, PushSettings().timeout)
 
     def test_worker_num_consumes_its_shard(self) -> None:
         """--worker-num 2 consumes missedmessage_mobile_notifications_shard2; none, the plain queue."""
-        self.assertEqual(queue_for(QUEUE, 2), f"{QUEUE}_shard2")
-        self.assertEqual(queue_for(QUEUE, None), QUEUE)
+        (spec,) = SPECS
+        self.assertEqual(consumed_queue(spec, 2), f"{QUEUE}_shard2")
+        self.assertEqual(consumed_queue(spec, None), QUEUE)
+
+    def test_spec_builds_a_worker_from_resources(self) -> None:
+        """With default settings the spec builds a worker with the log backend and the queue's limits."""
+        (spec,) = SPECS
+        resources, reactor, publisher = memory_resources()
+        worker = spec.build(WorkerContext(QUEUE, reactor, publisher), PushSettings(), resources)
+        assert isinstance(worker, PushNotificationsWorker)
+        self.assertIsInstance(worker.backend, LogBackend)
+        self.assertEqual((worker.effective_concurrency, worker.consume_timeout), (50, 30.0))
+
+    def test_bouncer_backend_uses_the_shared_push_pool(self) -> None:
+        """With a bouncer, the spec's worker posts through the one "push" pool of the resources."""
+        (spec,) = SPECS
+        resources, reactor, publisher = memory_resources()
+        worker = spec.build(WorkerContext(QUEUE, reactor, publisher), BOUNCER, resources)
+        assert isinstance(worker, PushNotificationsWorker)
+        self.assertIsInstance(worker.backend, BouncerBackend)
+        self.assertEqual(resources.http_pool("push").maxPersistentPerHost, BOUNCER.max_connections)
 
 
 class DeliveryTests(TestCase):
@@ -217,16 +252,18 @@ class BackendChoiceTests(TestCase):
         p.h.publish(dm_event())
         self.assertEqual((p.h.waiting(), p.h.dead()), ([], []))
 
-    def test_stop_closes_the_backend(self) -> None:
-        """Stopping the worker closes its backend."""
+    def test_each_event_is_parsed_once(self) -> None:
+        """validate() parses the event and consume() uses that parse instead of parsing again."""
+        calls: list[int] = []
+
+        def counting(event: Any, defaults: Any = None) -> Any:
+            calls.append(1)
+            return parse_event(event, defaults)
+
+        self.patch(push_notifications, "parse_event", counting)
         p = PushHarness(self)
-        self.successResultOf(Deferred.fromCoroutine(_maybe(p.worker.stop())))
-        self.assertTrue(p.backend.closed)
-
-
-async def _maybe(d: Deferred[None] | None) -> None:
-    if d is not None:
-        await d
+        p.h.publish(dm_event())
+        self.assertEqual((len(p.backend.sent), len(calls)), (1, 1))
 
 
 class ConfigurationProblemTests(TestCase):
@@ -234,20 +271,11 @@ class ConfigurationProblemTests(TestCase):
         self, worker_num: int | None = None, queue_settings: QueueSettings | None = None, **push: Any
     ) -> list[str]:
         settings = dataclasses.replace(BOUNCER, **push)
-        queue = queue_for(QUEUE, worker_num)
-        config = Config(
-            sections=types.MappingProxyType({"push": settings}),
-            queues=types.MappingProxyType({QUEUE: queue_settings or QueueSettings()}),
-        )
-        context = WorkerContext(
-            reactor=Clock(),
-            config=config,
-            publisher=None,  # type: ignore[arg-type]
-            queue=queue,
-            worker_num=worker_num,
-            extras={"push_backend": ScriptedBackend()},
-        )
-        return PushNotificationsWorker(context).configuration_problems()
+        queue = consumed_queue(SPECS[0], worker_num)
+        config = Config(queues=types.MappingProxyType({QUEUE: queue_settings or QueueSettings()}))
+        resources, reactor, publisher = memory_resources(config)
+        worker = build_worker(WorkerContext(queue, reactor, publisher, worker_num), settings, resources)
+        return worker.configuration_problems()
 
     def test_consistent_settings(self) -> None:
         """Shards 3 with worker 2, or no sharding without a worker number: no problem."""
@@ -262,9 +290,9 @@ class ConfigurationProblemTests(TestCase):
 
     def test_deadline_must_fit_in_the_consume_timeout(self) -> None:
         """max_consume_seconds at or below the bouncer's deadline is reported; "none" is fine."""
-        (problem,) = self.problems(queue_settings=QueueSettings(max_consume_seconds=15))
+        (problem,) = self.problems(queue_settings=QueueSettings(max_consume_seconds=ConsumeLimit(15.0)))
         self.assertIn("does not exceed the bouncer's deadline", problem)
-        self.assertEqual(self.problems(queue_settings=QueueSettings(max_consume_seconds="none")), [])
+        self.assertEqual(self.problems(queue_settings=QueueSettings(max_consume_seconds=ConsumeLimit(None))), [])
 
     def test_concurrency_beyond_connections(self) -> None:
         """A concurrency above max_connections is reported."""

@@ -10,18 +10,19 @@ from twisted.trial.unittest import TestCase
 
 from zqtwisted.config import ConfigError, parse_config
 from zqtwisted.push.settings import PushSettings
+from zqtwisted.sections import SECTIONS
 
 BOUNCER = {"bouncer_url": "https://push.example.com", "server_uuid": "uuid-1", "api_key": "k"}
 
 
 def push(**values: object) -> PushSettings:
-    return parse_config({"push": values}).section("push", PushSettings)
+    return parse_config({"push": values}, SECTIONS).section("push", PushSettings)
 
 
 class PushSettingsTests(TestCase):
     def test_defaults(self) -> None:
         """Without [push]: the log backend, a 15 s deadline, one shard."""
-        settings = parse_config({}).section("push", PushSettings)
+        settings = parse_config({}, SECTIONS).section("push", PushSettings)
         self.assertEqual((settings.effective_backend, settings.timeout, settings.shards), ("log", 15.0, 1))
 
     def test_bouncer_url_chooses_the_bouncer(self) -> None:

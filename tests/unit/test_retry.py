@@ -7,7 +7,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from zqtwisted.errors import InterruptConsumeError, MalformedEventError, PermanentError, TransientError
-from zqtwisted.runtime.retry import BackoffPolicy, Outcome, classify, next_attempt
+from zqtwisted.runtime.retry import BackoffPolicy, Outcome, RetryPolicy, classify, next_attempt
 
 
 class BackoffTests(unittest.TestCase):
@@ -52,3 +52,21 @@ class NextAttemptTests(unittest.TestCase):
         """A failed_tries that is not an integer counts as 0."""
         self.assertEqual(next_attempt("x", 3), 1)
         self.assertEqual(next_attempt(True, 3), 1)
+
+
+class JitterFloorTests(unittest.TestCase):
+    def test_floor_keeps_delay_above_a_fraction_of_the_ceiling(self) -> None:
+        """With floor 0.5 (reconnects) the delay lies in [ceiling/2, ceiling]."""
+        policy = BackoffPolicy(base=1.0, cap=8.0, floor=0.5)
+        self.assertEqual(policy.delay(3, lambda: 0.0), 2.0)
+        self.assertEqual(policy.delay(3, lambda: 1.0), 4.0)
+        self.assertEqual(policy.delay(10, lambda: 1.0), 8.0)
+
+
+class RetryPolicyTests(unittest.TestCase):
+    def test_schedule_gives_attempt_and_delay_or_gives_up(self) -> None:
+        """schedule() returns the successor's failed_tries and its delay, or None past max_retries."""
+        policy = RetryPolicy(max_retries=2, backoff=BackoffPolicy(base=1.0, cap=60.0))
+        self.assertEqual(policy.schedule(None, lambda: 1.0), (1, 1.0))
+        self.assertEqual(policy.schedule(1, lambda: 0.5), (2, 1.0))
+        self.assertIsNone(policy.schedule(2, lambda: 1.0))

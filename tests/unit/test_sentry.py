@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 from zqtwisted.config import ConfigError, parse_config
 from zqtwisted.ops.logs import SECRETS
 from zqtwisted.ops.sentry import SentryObserver, SentrySettings, capture_failure, events_context, init_sentry
+from zqtwisted.sections import SECTIONS
 
 DSN = "https://publickey@sentry.invalid/42"
 
@@ -71,11 +72,11 @@ class SentryTests(TestCase):
         SECRETS.clear()
 
     def init(self, **kw: Any) -> None:
-        self.assertTrue(init_sentry(SentrySettings(dsn=DSN, **kw), transport=self.transport))
+        self.assertIsInstance(init_sentry(SentrySettings(dsn=DSN, **kw), transport=self.transport), SentryObserver)
 
     def test_disabled_without_dsn(self) -> None:
-        """No DSN: init says so and capture_failure sends nothing."""
-        self.assertFalse(init_sentry(SentrySettings(), transport=self.transport))
+        """No DSN: init returns no observer and capture_failure sends nothing."""
+        self.assertIsNone(init_sentry(SentrySettings(), transport=self.transport))
         self.assertIsNone(capture_failure("q", None, [{}], failing_deep_in_a_callback()))
 
     def test_failure_captured_with_real_traceback_tags_and_context(self) -> None:
@@ -170,12 +171,22 @@ class SentryTests(TestCase):
         path = temp_path(self)
         with open(path, "w") as f:
             f.write(DSN + "\n")
-        settings = parse_config({"sentry": {"dsn_file": path, "environment": "staging"}}).section(
+        settings = parse_config({"sentry": {"dsn_file": path, "environment": "staging"}}, SECTIONS).section(
             "sentry", SentrySettings
         )
         self.assertEqual(settings.resolve_dsn(), DSN)
         with self.assertRaises(ConfigError) as e:
-            parse_config({"sentry": {"traces_sample_rate": 2}})
+            parse_config({"sentry": {"traces_sample_rate": 2}}, SECTIONS)
         self.assertIn("sentry.traces_sample_rate", str(e.exception))
         with self.assertRaises(ConfigError):
-            parse_config({"sentry": {"dsn": "not a dsn"}})
+            parse_config({"sentry": {"dsn": "not a dsn"}}, SECTIONS)
+
+    def test_observer_carries_the_context_cap(self) -> None:
+        """init_sentry's observer caps each captured event's context at max_event_context_bytes."""
+        observer = init_sentry(SentrySettings(dsn=DSN, max_event_context_bytes=300), 4, transport=self.transport)
+        assert observer is not None
+        self.assertEqual((observer.worker_num, observer.max_event_context_bytes), (4, 300))
+        observer.gave_up("q", [{"body": "z" * 1000}], failing_deep_in_a_callback(), "failed")
+        sentry_sdk.flush()
+        [event] = self.transport.events
+        self.assertTrue(event["contexts"]["events"]["truncated"])

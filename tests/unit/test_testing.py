@@ -37,6 +37,13 @@ class MemoryBrokerContractTests(BrokerContract, unittest.TestCase):
         self.clock.advance(seconds)
         self.memory.flush()
 
+    async def hold_confirms(self) -> None:
+        self.memory.hold_confirms = True
+
+    async def release_confirms(self) -> None:
+        self.memory.release_confirms()
+        self.memory.flush()
+
 
 class FakeInterfaceTests(unittest.TestCase):
     def test_recording_publisher_matches_publisher(self) -> None:

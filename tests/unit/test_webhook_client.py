@@ -15,6 +15,7 @@ from twisted.web.client import ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from tests.resource_fakes import memory_resources
 from zqtwisted.testing import FailingAgent
 from zqtwisted.webhooks.client import (
     HostBusyError,
@@ -28,6 +29,7 @@ from zqtwisted.webhooks.client import (
     build_webhook_client,
     host_key,
     user_agent,
+    webhook_pool_options,
 )
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
@@ -52,7 +54,7 @@ class Recorder(Resource):
 
     def render_POST(self, request: Request) -> Any:
         self.requests.append(request)
-        self.bodies.append(request.content.read())
+        self.bodies.append(_body(request))
         request.notifyFinish().addErrback(lambda _: self.lost.append(request))
         if self.hold:
             return NOT_DONE_YET
@@ -249,7 +251,8 @@ class HostSlotTests(ClientTestCase):
 class ErrorMappingTests(TestCase):
     def post_through(self, error: BaseException) -> Failure:
         client = WebhookClient(Clock(), FailingAgent(error))
-        return self.failureResultOf(client.post(URL, b"{}", "application/json"))
+        failure: Failure = self.failureResultOf(client.post(URL, b"{}", "application/json"))
+        return failure
 
     def test_connection_errors_become_webhook_connection_errors(self) -> None:
         """Refused connections and lost responses are WebhookConnectionError."""
@@ -268,17 +271,21 @@ class ErrorMappingTests(TestCase):
 
 
 class BuildTests(TestCase):
-    def test_builds_a_pooled_client_from_settings(self) -> None:
-        """The production client uses settings' timeout, caps and one persistent pool."""
-        from twisted.internet.testing import MemoryReactorClock
-
+    def test_builds_a_client_over_the_shared_pool(self) -> None:
+        """The production client uses settings' timeout and caps; the shared "webhooks" pool keeps a slot's worth."""
         settings = OutgoingWebhookSettings(timeout=3, per_host_concurrency=7, user_agent_version="9.4")
-        reactor = MemoryReactorClock()
-        client = build_webhook_client(reactor, settings)
+        resources, reactor, _ = memory_resources()
+        pool = resources.http_pool("webhooks", webhook_pool_options(settings))
+        client = build_webhook_client(reactor, settings, pool)
         self.assertEqual((client.timeout, client._slots.limit, client.user_agent), (3, 7, "ZulipOutgoingWebhook/9.4"))
-        assert client._pool is not None
-        self.assertTrue(client._pool.persistent)
-        self.assertEqual(client._pool.maxPersistentPerHost, 7)
-        closing = client.close()
-        reactor.advance(0)
-        self.successResultOf(closing)
+        self.assertTrue(pool.persistent)
+        self.assertEqual(pool.maxPersistentPerHost, 7)
+        self.assertFalse(pool.retryAutomatically)
+        self.assertIs(resources.http_pool("webhooks"), pool)
+
+
+def _body(request: Request) -> bytes:
+    """The request's body (twisted.web always gives a POST one)."""
+    assert request.content is not None
+    body: bytes = request.content.read()
+    return body

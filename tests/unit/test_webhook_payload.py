@@ -84,14 +84,18 @@ class ValidateEventTests(TestCase):
         self.assertIs(validate_event(event), event)
 
     def test_accepts_a_direct_message(self) -> None:
-        """A private message with a list of recipients is valid."""
-        validate_event(private_event())
+        """A private message with a list of recipients is valid: returned as the same object, unchanged."""
+        event = private_event()
+        before = copy.deepcopy(event)
+        self.assertIs(validate_event(event), event)
+        self.assertEqual(event, before)
 
     def test_accepts_topic_instead_of_subject(self) -> None:
-        """message.topic may stand in for message.subject."""
+        """message.topic may stand in for message.subject: the event is valid and its topic is read from it."""
         event = stream_event()
         event["message"]["topic"] = event["message"].pop("subject")
-        validate_event(event)
+        self.assertIs(validate_event(event), event)
+        self.assertEqual(topic_of(event["message"]), "builds")
 
     def test_rejects_a_non_object(self) -> None:
         """An event that is not a dict is malformed."""

@@ -10,21 +10,23 @@ from urllib.parse import parse_qsl
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from tests.resource_fakes import memory_resources
 from tests.unit.test_webhook_payload import private_event, stream_event
 from zqtwisted.errors import TransientError
 from zqtwisted.testing import RecordingPublisher
 from zqtwisted.webhooks.client import WebhookClient
 from zqtwisted.webhooks.replies import (
+    REST_CONCURRENCY,
     QueueReplySink,
     ReplyRejected,
     RestReplySink,
     bot_reply,
     build_reply_sink,
+    build_rest_client,
     encode_hash_component,
     failure_reply,
     message_url,
@@ -141,7 +143,7 @@ class FakeZulip(Resource):
         self.requests: list[tuple[bytes, bytes | None, dict[str, str]]] = []
 
     def render_POST(self, request: Request) -> bytes:
-        fields = dict(parse_qsl(request.content.read().decode()))
+        fields = dict(parse_qsl(_body(request).decode()))
         self.requests.append((request.path, request.getHeader(b"authorization"), fields))
         request.setResponseCode(self.status)
         return self.body
@@ -201,14 +203,25 @@ class RestSinkTests(TestCase):
 
 class BuildTests(TestCase):
     def test_builds_the_configured_sink(self) -> None:
-        """reply_sink chooses the queue sink (default) or the REST sink."""
-        self.assertIsInstance(
-            build_reply_sink(Clock(), OutgoingWebhookSettings(), RecordingPublisher()), QueueReplySink
-        )
-        settings = OutgoingWebhookSettings(reply_sink="rest", rest_site="https://chat.example.com")
-        reactor = MemoryReactorClock()
-        sink = build_reply_sink(reactor, settings, None)
-        self.assertIsInstance(sink, RestReplySink)
-        closing = sink.close()
-        reactor.advance(0)
-        self.successResultOf(closing)
+        """reply_sink chooses the queue sink (default) or the REST sink; only the REST one asks for a client."""
+        asked: list[WebhookClient] = []
+
+        def rest_client() -> WebhookClient:
+            asked.append(build_rest_client(reactor, settings, resources.http_pool("webhook_replies")))
+            return asked[-1]
+
+        resources, reactor, publisher = memory_resources()
+        settings = OutgoingWebhookSettings()
+        self.assertIsInstance(build_reply_sink(settings, publisher, rest_client), QueueReplySink)
+        self.assertEqual(asked, [])
+        settings = OutgoingWebhookSettings(reply_sink="rest", rest_site="https://chat.example.com", rest_timeout=4)
+        self.assertIsInstance(build_reply_sink(settings, publisher, rest_client), RestReplySink)
+        (client,) = asked
+        self.assertEqual((client.timeout, client._slots.limit), (4, REST_CONCURRENCY))
+
+
+def _body(request: Request) -> bytes:
+    """The request's body (twisted.web always gives a POST one)."""
+    assert request.content is not None
+    body: bytes = request.content.read()
+    return body

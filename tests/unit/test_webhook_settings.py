@@ -9,11 +9,12 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from zqtwisted.config import Config, ConfigError, parse_config
+from zqtwisted.sections import SECTIONS
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 
 
 def section(**values: object) -> OutgoingWebhookSettings:
-    return parse_config({"outgoing_webhooks": values}).section("outgoing_webhooks", OutgoingWebhookSettings)
+    return parse_config({"outgoing_webhooks": values}, SECTIONS).section("outgoing_webhooks", OutgoingWebhookSettings)
 
 
 class SettingsTests(TestCase):

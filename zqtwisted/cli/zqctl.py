@@ -21,16 +21,18 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import react
 from twisted.logger import LogLevel
 
+from zqtwisted.catalog import get_spec, import_consumer_modules, known_queues
 from zqtwisted.config import Config, ConfigError, load_config
 from zqtwisted.errors import WorkerDeclarationError
-from zqtwisted.ops.check import UNKNOWN, CheckSettings, check_consumers, run_check
+from zqtwisted.ops.check import UNKNOWN, check_consumers, run_check
 from zqtwisted.ops.health import DEFAULT_HTTP_ENDPOINT
 from zqtwisted.ops.logs import register_config_secrets, setup_logging
+from zqtwisted.ops.settings import CheckSettings
 from zqtwisted.ops.top import metrics_url_for, run_top
 from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery
 from zqtwisted.runtime.deadletter import describe, failed_queue
 from zqtwisted.runtime.publisher import encode_event
-from zqtwisted.runtime.worker import get_active_worker_queues, get_worker_class, import_consumer_modules
+from zqtwisted.sections import SECTIONS
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # Beyond the connect deadline, time for one reconnect attempt.
@@ -64,10 +66,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def known_queues() -> list[str]:
-    return get_active_worker_queues() + get_active_worker_queues(only_test_queues=True)
-
-
 def enabled_queues(config: Config) -> list[str]:
     return [q for q in known_queues() if config.queue(q).enabled]
 
@@ -79,7 +77,7 @@ async def all_counts(session: BrokerSession, queues: Sequence[str]) -> Mapping[s
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, sections=SECTIONS)
         if args.broker:
             config = config.with_broker_url(args.broker)
     except ConfigError as e:
@@ -147,7 +145,7 @@ async def cmd_purge(broker: Broker, session: BrokerSession, args: argparse.Names
         raise ValueError("give a queue name or --all")
     names = known_queues() if args.all else [args.queue]
     for name in names:
-        get_worker_class(name)  # unknown names are an error, as in Zulip
+        get_spec(name)  # unknown names are an error, as in Zulip
         count = await session.purge(name)
         out.write(f"purged {count} event(s) from {name}\n")
     return EXIT_OK
@@ -205,7 +203,8 @@ async def cmd_check(broker: Broker, session: BrokerSession, args: argparse.Names
     if args.consumers:
         code, text = check_consumers(counts, counts.keys(), now)
     else:
-        code, text = run_check(counts, config.paths.stats_dir, now, config.section("check", CheckSettings).as_limits())
+        limits = config.section("check", CheckSettings).as_limits()
+        code, text = run_check(counts, config.paths.stats_dir, now, limits, stats_queues=known_queues())
     out.write(text + "\n")
     return code
 

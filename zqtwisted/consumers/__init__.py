@@ -1,9 +1,5 @@
-"""The shipped consumers; importing this package registers their queues."""
+"""The shipped consumers, one module per queue family; each exports ``SPECS``, its consumers declared as values.
 
-from zqtwisted.consumers import (  # noqa: F401
-    email_senders,
-    missedmessage_emails,
-    outgoing_webhooks,
-    push_notifications,
-    test_queues,
-)
+Importing this package imports none of them: the composition root's list of
+shipped specs (:mod:`zqtwisted.catalog`) does.
+"""

@@ -10,67 +10,52 @@ backoff by the runtime, permanent ones dead-lettered with the SMTP reply.
 When the SMTP server cannot be reached at all, the rest of the batch is failed
 with the same (temporary) error at once instead of waiting for a connect
 timeout per message.
+
+The mailer is the shared one of :class:`zqtwisted.resources.Resources` (both
+queues send through it); its owner closes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from zqtwisted.mail.backends import Mailer, build_mailer
+from zqtwisted.mail.backends import Mailer
 from zqtwisted.mail.render import Renderer, validate
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.mail.smtp import SMTPUnavailable
+from zqtwisted.resources import Resources
+from zqtwisted.runtime.consumer import BatchFailures, ConsumerSpec, Event, LoopQueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.redact import redact_event
-from zqtwisted.runtime.worker import BatchFailures, Event, LoopQueueProcessingWorker, WorkerContext, assign_queue
-
-MailerFactory = Callable[[Any, MailSettings], Mailer]
 
 
 class EmailSendingWorker(LoopQueueProcessingWorker):
-    """Renders and sends email events.
-
-    ``context.extras["mailer_factory"]`` may replace :func:`build_mailer`
-    (``(reactor, settings) -> Mailer``), e.g. with a fake in tests.
-    """
+    """Renders and sends email events through the mailer it is given."""
 
     batch_size = 100
     sleep_delay = 1.0
 
-    def __init__(self, context: WorkerContext) -> None:
+    def __init__(self, context: WorkerContext, *, settings: MailSettings, mailer: Mailer) -> None:
         super().__init__(context)
-        self.settings = MailSettings()
-        self.mailer: Mailer | None = None
-        self.renderer: Renderer | None = None
+        self.settings = settings
+        self.mailer = mailer
+        self.renderer = renderer_for(settings)
 
     def validate(self, event: Event) -> Event:
         return validate(event)
 
     def start(self) -> None:
-        s = self.settings = self.context.config.section("mail", MailSettings)
-        self.renderer = Renderer(
-            s.effective_template_dir,
-            from_address=s.from_address,
-            from_name=s.from_name,
-            support_address=s.support_address,
-            message_id_domain=s.message_id_domain,
+        self.log.info(
+            "{queue}: sending email with the {backend} backend", queue=self.queue, backend=self.settings.backend
         )
-        factory: MailerFactory = self.context.extras.get("mailer_factory", build_mailer)
-        self.mailer = factory(self.context.reactor, s)
-        self.log.info("{queue}: sending email with the {backend} backend", queue=self.queue, backend=s.backend)
-
-    def stop(self) -> Deferred[None] | None:
-        mailer, self.mailer = self.mailer, None
-        return mailer.close() if mailer is not None else None
 
     def consume_batch(self, events: Sequence[Event]) -> Deferred[BatchFailures | None]:
         return Deferred.fromCoroutine(self._send_batch(events))
 
     async def _send_batch(self, events: Sequence[Event]) -> BatchFailures | None:
-        assert self.renderer is not None and self.mailer is not None, "start() was not called"
         failures: dict[int, BaseException] = {}
         unavailable: SMTPUnavailable | None = None
         for index, event in enumerate(events):
@@ -78,7 +63,7 @@ class EmailSendingWorker(LoopQueueProcessingWorker):
                 failures[index] = unavailable
                 continue
             try:
-                message = self.renderer.render(event, now=self.context.reactor.seconds())
+                message = self.renderer.render(event, now=self.context.clock.seconds())
                 self.log.info(
                     "Sending {template} email to {to}",
                     template=_template_name(event),
@@ -104,14 +89,40 @@ class EmailSendingWorker(LoopQueueProcessingWorker):
         )
 
 
-@assign_queue("email_senders")
 class ImmediateEmailSenderWorker(EmailSendingWorker):
     """Zulip's ``email_senders`` queue."""
 
 
-@assign_queue("deferred_email_senders")
 class DeferredEmailSenderWorker(EmailSendingWorker):
     """Zulip's ``deferred_email_senders`` queue (same work, lower priority)."""
+
+
+def renderer_for(settings: MailSettings) -> Renderer:
+    """The renderer of ``[mail]``: its templates and addresses."""
+    return Renderer(
+        settings.effective_template_dir,
+        from_address=settings.from_address,
+        from_name=settings.from_name,
+        support_address=settings.support_address,
+        message_id_domain=settings.message_id_domain,
+    )
+
+
+def _build_immediate(context: WorkerContext, settings: MailSettings, resources: Resources) -> EmailSendingWorker:
+    return ImmediateEmailSenderWorker(context, settings=settings, mailer=resources.mailer())
+
+
+def _build_deferred(context: WorkerContext, settings: MailSettings, resources: Resources) -> EmailSendingWorker:
+    return DeferredEmailSenderWorker(context, settings=settings, mailer=resources.mailer())
+
+
+# Both queues send through the one mailer of the shared resources.
+SPECS: tuple[ConsumerSpec[Any], ...] = (
+    ConsumerSpec("email_senders", ImmediateEmailSenderWorker, _build_immediate, section="mail", settings=MailSettings),
+    ConsumerSpec(
+        "deferred_email_senders", DeferredEmailSenderWorker, _build_deferred, section="mail", settings=MailSettings
+    ),
+)
 
 
 def _template_name(event: Event) -> str:

@@ -12,8 +12,9 @@ started without ``--worker-num`` consumes ``missedmessage_emails`` and only
 routes each event to its shard's queue (confirmed before the ack), so a Zulip
 server that publishes to the plain queue needs no change.
 
-``context.extras`` may provide ``missedmessage_store`` (a PendingStore) and
-``missedmessage_unread`` (an UnreadChecker), e.g. fakes in tests.
+The store and the unread checker are given to the worker by its build, from
+the shared :class:`zqtwisted.resources.Resources` (which owns and closes them);
+the worker opens the store at start (a router never does).
 """
 
 from __future__ import annotations
@@ -25,27 +26,34 @@ from twisted.python.failure import Failure
 
 from zqtwisted.config import ConfigError
 from zqtwisted.errors import PermanentError, TransientError
-from zqtwisted.missedmessage.events import queue_for_user, stored_form, validate_event
+from zqtwisted.missedmessage.events import QUEUE, queue_for_user, stored_form, validate_event
 from zqtwisted.missedmessage.scheduler import BatchScheduler, SchedulerOptions
 from zqtwisted.missedmessage.settings import MissedMessageSettings
-from zqtwisted.missedmessage.sqlstore import build_store
 from zqtwisted.missedmessage.store import PendingStore, Shard
-from zqtwisted.missedmessage.unread import UnreadChecker, build_unread_checker
+from zqtwisted.missedmessage.unread import UNREAD_POOL, UnreadChecker, build_unread_checker
+from zqtwisted.resources import Resources
+from zqtwisted.runtime.consumer import ConsumerSpec, Event, QueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.redact import redact_event
-from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.runtime.shards import shard_queue_name
 
 
-@assign_queue("missedmessage_emails")
 class MissedMessageWorker(QueueProcessingWorker):
     """Stores notifications and sends each user's batch when it is due."""
 
     sharded = True
 
-    def __init__(self, context: WorkerContext) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        *,
+        settings: MissedMessageSettings,
+        store: PendingStore,
+        unread: UnreadChecker | None = None,
+    ) -> None:
         super().__init__(context)
-        self.settings = MissedMessageSettings()
-        self.store: PendingStore | None = None
-        self.unread: UnreadChecker | None = None
+        self.settings = settings
+        self.store = store
+        self.unread = unread
         self.scheduler: BatchScheduler | None = None
         self.shard: Shard | None = None
         self.router = False
@@ -54,14 +62,14 @@ class MissedMessageWorker(QueueProcessingWorker):
         return validate_event(event)
 
     def start(self) -> Deferred[None]:
-        s = self.settings = self.context.config.section("missedmessage", MissedMessageSettings)
-        num = self.context.worker_num
+        s, num = self.settings, self.context.worker_num
         if s.shards > 1:
             if num is None:
                 self.router = True
                 self.log.info(
-                    "{queue}: routing events to missedmessage_emails_shard1..{shards}",
+                    "{queue}: routing events to {first}..{shards}",
                     queue=self.queue,
+                    first=shard_queue_name(QUEUE, 1),
                     shards=s.shards,
                 )
                 return succeed(None)
@@ -75,22 +83,15 @@ class MissedMessageWorker(QueueProcessingWorker):
                 queue=self.queue,
                 num=num,
             )
-        reactor: Any = self.context.reactor
-        extras = self.context.extras
-        self.store = extras.get("missedmessage_store") or build_store(reactor, s)
-        self.unread = extras.get("missedmessage_unread")
-        if self.unread is None and s.unread_url:
-            self.unread = build_unread_checker(reactor, s.unread_url, s.unread_timeout, s.token())
-        self.scheduler = BatchScheduler(
-            reactor,
+        scheduler = self.scheduler = BatchScheduler(
+            self.context.clock,
             self.store,
             self.context.publisher.publish_json,
             SchedulerOptions.from_settings(s),
             unread=self.unread,
             shard=self.shard,
         )
-        scheduler, store = self.scheduler, self.store
-        return store.open().addCallback(lambda _: scheduler.start())
+        return self.store.open().addCallback(lambda _: scheduler.start())
 
     def owns(self, user_profile_id: int) -> bool:
         """Whether this worker keeps the user's notifications (else it routes them)."""
@@ -112,18 +113,9 @@ class MissedMessageWorker(QueueProcessingWorker):
         return self.context.publisher.publish_json(queue, stored_form(event))
 
     def stop(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._stop())
-
-    async def _stop(self) -> None:
+        """Cancel the timers (the store and the unread checker belong to the shared resources)."""
         scheduler, self.scheduler = self.scheduler, None
-        store, self.store = self.store, None
-        unread, self.unread = self.unread, None
-        if scheduler is not None:
-            await scheduler.stop()
-        if store is not None:
-            await store.close()
-        if unread is not None:
-            await unread.close()
+        return scheduler.stop() if scheduler is not None else succeed(None)
 
     def on_give_up(self, event: Event, failure: Failure, reason: str) -> Deferred[None]:
         self.log.error(
@@ -137,3 +129,21 @@ def _transient(failure: Failure) -> Failure:
     if failure.check(CancelledError, TransientError, PermanentError):
         return failure
     return Failure(TransientError(f"could not store the notification: {failure.getErrorMessage()}"))
+
+
+def build_worker(context: WorkerContext, settings: MissedMessageSettings, resources: Resources) -> MissedMessageWorker:
+    """The worker with the shared store and, with ``unread_url``, a checker over the ``"unread"`` pool."""
+    unread = None
+    if settings.unread_url:
+        pool = resources.http_pool("unread", UNREAD_POOL)
+        unread = build_unread_checker(
+            resources.reactor, pool, settings.unread_url, settings.unread_timeout, settings.token()
+        )
+    return MissedMessageWorker(context, settings=settings, store=resources.missedmessage_store(), unread=unread)
+
+
+SPECS: tuple[ConsumerSpec[Any], ...] = (
+    ConsumerSpec(
+        QUEUE, MissedMessageWorker, build_worker, section="missedmessage", settings=MissedMessageSettings, sharded=True
+    ),
+)

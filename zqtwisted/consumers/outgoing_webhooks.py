@@ -23,20 +23,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.errors import TransientError
+from zqtwisted.resources import Resources
+from zqtwisted.runtime.consumer import ConsumerSpec, Event, QueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.redact import redact_text
-from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
 from zqtwisted.webhooks.client import (
     HostBusyError,
+    Poster,
     WebhookClient,
     WebhookConnectionError,
     WebhookError,
     WebhookTimeout,
     build_webhook_client,
+    webhook_pool_options,
 )
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.payload import (
@@ -57,9 +60,11 @@ from zqtwisted.webhooks.replies import (
     ReplySink,
     bot_reply,
     build_reply_sink,
+    build_rest_client,
     failure_reply,
     message_url,
     owner_notice,
+    rest_pool_options,
 )
 from zqtwisted.webhooks.response import BotReply, HttpFailure, InvalidResponse, classify_response
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
@@ -84,37 +89,20 @@ class ServiceUnavailable(TransientError):
         self.message = message
 
 
-@assign_queue("outgoing_webhooks")
 class OutgoingWebhookWorker(QueueProcessingWorker):
+    """Calls the bot's services through ``client``; replies and notices go to ``sink``."""
+
     concurrency: ClassVar[int] = 100
     log = Logger()
 
-    def __init__(self, context: WorkerContext) -> None:
+    def __init__(
+        self, context: WorkerContext, *, settings: OutgoingWebhookSettings, client: Poster, sink: ReplySink
+    ) -> None:
         super().__init__(context)
-        self.settings = context.config.section("outgoing_webhooks", OutgoingWebhookSettings)
-        self.realm = Realm(id=self.settings.realm_id, url=self.settings.realm_url or self.settings.site)
-        self._client: WebhookClient | None = context.extras.get("webhook_client")
-        self._sink: ReplySink | None = context.extras.get("reply_sink")
-
-    @property
-    def client(self) -> WebhookClient:
-        if self._client is None:
-            self._client = build_webhook_client(self.context.reactor, self.settings)
-        return self._client
-
-    @property
-    def sink(self) -> ReplySink:
-        if self._sink is None:
-            self._sink = build_reply_sink(self.context.reactor, self.settings, self.context.publisher)
-        return self._sink
-
-    def start(self) -> None:
-        self.client  # noqa: B018 - build now, so that a bad configuration fails at start
-        self.sink  # noqa: B018
-
-    def stop(self) -> Deferred[Any]:
-        closing = [x.close() for x in (self._client, self._sink) if x is not None]
-        return gatherResults(closing, consumeErrors=True)
+        self.settings = settings
+        self.realm = Realm(id=settings.realm_id, url=settings.realm_url or settings.site)
+        self.client = client
+        self.sink = sink
 
     def validate(self, event: Event) -> Event:
         return validate_event(event)
@@ -141,7 +129,7 @@ class OutgoingWebhookWorker(QueueProcessingWorker):
             _completed(event, service)
             return
         command = redact_text(command_of(event))[:200]
-        started = self.context.reactor.seconds()
+        started = self.context.clock.seconds()
         try:
             response = await self.client.post(request.url, request.body, request.content_type)
         except WebhookTimeout:
@@ -173,7 +161,7 @@ class OutgoingWebhookWorker(QueueProcessingWorker):
             "Outgoing webhook request from {bot}@{service} took {seconds:f} seconds",
             bot=event["user_profile_id"],
             service=service.name,
-            seconds=self.context.reactor.seconds() - started,
+            seconds=self.context.clock.seconds() - started,
         )
         await self._handle_response(event, service, realm, response.status, response.body, response.content_type)
         _completed(event, service)
@@ -272,3 +260,28 @@ def _completed(event: Event, service: Service) -> None:
     done = event.setdefault(COMPLETED_KEY, [])
     if service.name not in done:
         done.append(service.name)
+
+
+def build_worker(
+    context: WorkerContext, settings: OutgoingWebhookSettings, resources: Resources
+) -> OutgoingWebhookWorker:
+    """The worker over the shared ``"webhooks"`` pool (and ``"webhook_replies"`` for the REST sink)."""
+    reactor = resources.reactor
+    client = build_webhook_client(reactor, settings, resources.http_pool("webhooks", webhook_pool_options(settings)))
+
+    def rest_client() -> WebhookClient:
+        return build_rest_client(reactor, settings, resources.http_pool("webhook_replies", rest_pool_options(settings)))
+
+    sink = build_reply_sink(settings, resources.publisher, rest_client)
+    return OutgoingWebhookWorker(context, settings=settings, client=client, sink=sink)
+
+
+SPECS: tuple[ConsumerSpec[Any], ...] = (
+    ConsumerSpec(
+        "outgoing_webhooks",
+        OutgoingWebhookWorker,
+        build_worker,
+        section="outgoing_webhooks",
+        settings=OutgoingWebhookSettings,
+    ),
+)

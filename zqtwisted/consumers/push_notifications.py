@@ -28,20 +28,36 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.errors import TransientError
-from zqtwisted.push.bouncer import BouncerRefused, PushBackend, build_backend
-from zqtwisted.push.payload import build_notification, parse_event
+from zqtwisted.push.bouncer import (
+    BouncerRefused,
+    PushBackend,
+    bouncer_pool_options,
+    build_backend,
+    build_bouncer_client,
+)
+from zqtwisted.push.payload import PushEvent, build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE
-from zqtwisted.runtime.worker import Event, QueueProcessingWorker, WorkerContext, assign_queue
+from zqtwisted.resources import Resources
+from zqtwisted.runtime.consumer import ConsumerSpec, Event, QueueProcessingWorker, WorkerContext
+from zqtwisted.runtime.runner_settings import RunnerSettings
+from zqtwisted.webhooks.client import WebhookClient
 
 
-@assign_queue(QUEUE)
-class PushNotificationsWorker(QueueProcessingWorker):
-    """Sends push notifications.
+class ParsedEvent(dict[str, Any]):
+    """An event as delivered, carrying what :meth:`PushNotificationsWorker.validate` parsed out of it.
 
-    ``context.extras["push_backend"]`` may replace the backend chosen by
-    ``[push]`` (anything with ``send(notification)`` and ``close()``).
+    The runtime hands validate()'s result to consume(), so each delivery is parsed
+    once; it is still the plain event for everything else (retries, dead letters).
     """
+
+    def __init__(self, event: Event, parsed: PushEvent) -> None:
+        super().__init__(event)
+        self.parsed = parsed
+
+
+class PushNotificationsWorker(QueueProcessingWorker):
+    """Sends push notifications through ``backend`` (the bouncer, or the log)."""
 
     concurrency: ClassVar[int] = 50
     max_consume_seconds: ClassVar[float | None] = 30.0
@@ -49,25 +65,24 @@ class PushNotificationsWorker(QueueProcessingWorker):
     sharded: ClassVar[bool] = True
     log = Logger()
 
-    def __init__(self, context: WorkerContext) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        *,
+        settings: PushSettings,
+        backend: PushBackend,
+        concurrency: int,
+        consume_timeout: float | None,
+    ) -> None:
+        """``concurrency`` and ``consume_timeout`` are the queue's effective ones (for the start-up checks)."""
         super().__init__(context)
-        self._backend: PushBackend | None = None
-
-    @property
-    def settings(self) -> PushSettings:
-        return self.context.config.section("push", PushSettings)
-
-    @property
-    def backend(self) -> PushBackend:
-        if self._backend is None:
-            self._backend = self.context.extras.get("push_backend") or build_backend(
-                self.context.reactor, self.settings
-            )
-        return self._backend
+        self.settings = settings
+        self.backend = backend
+        self.effective_concurrency = concurrency
+        self.consume_timeout = consume_timeout
 
     def start(self) -> None:
-        backend = self.backend  # build now, so that a bad configuration fails at start
-        if backend.name == "log":
+        if self.backend.name == "log":
             self.log.warn(
                 "Mobile push notifications are not configured ([push] bouncer_url is not set): "
                 "{queue} logs each notification instead of sending it",
@@ -78,18 +93,15 @@ class PushNotificationsWorker(QueueProcessingWorker):
         for problem in self.configuration_problems():
             self.log.warn("{queue}: {problem}", queue=self.queue, problem=problem)
 
-    def stop(self) -> Deferred[None] | None:
-        return self._backend.close() if self._backend is not None else None
-
     def validate(self, event: Event) -> Event:
-        parse_event(event, self.settings)
-        return event
+        return ParsedEvent(event, parse_event(event, self.settings))
 
     def consume(self, event: Event) -> Deferred[None]:
         return Deferred.fromCoroutine(self._consume(event))
 
     async def _consume(self, event: Event) -> None:
-        notification = build_notification(parse_event(event, self.settings), self.settings.redact_content)
+        parsed = event.parsed if isinstance(event, ParsedEvent) else parse_event(event, self.settings)
+        notification = build_notification(parsed, self.settings.redact_content)
         if notification.kind == "add":
             self.log.info(
                 "Sending push notifications to mobile clients for user {user_id}", user_id=notification.user_id
@@ -129,13 +141,13 @@ class PushNotificationsWorker(QueueProcessingWorker):
         elif worker_num is None and shards > 1:
             problems.append(f"[push] shards = {shards}, but this worker consumes {QUEUE}: start one per --worker-num")
         if self.backend.name == "bouncer":
-            limit = self._consume_timeout()
+            limit = self.consume_timeout
             if limit is not None and limit <= self.settings.timeout:
                 problems.append(
                     f"max_consume_seconds = {limit:g} does not exceed the bouncer's deadline "
                     f"([push] timeout = {self.settings.timeout:g}): slow requests will be dead-lettered, not retried"
                 )
-            concurrency = self.context.config.queue(self.queue).concurrency or self.concurrency
+            concurrency = self.effective_concurrency
             if concurrency > self.settings.max_connections:
                 problems.append(
                     f"concurrency {concurrency} exceeds [push] max_connections = {self.settings.max_connections}: "
@@ -143,10 +155,24 @@ class PushNotificationsWorker(QueueProcessingWorker):
                 )
         return problems
 
-    def _consume_timeout(self) -> float | None:
-        value: Any = self.context.config.queue(self.queue).max_consume_seconds
-        if value == "none":
-            return None
-        if value == "default":
-            return self.max_consume_seconds
-        return float(value)
+
+def build_worker(context: WorkerContext, settings: PushSettings, resources: Resources) -> PushNotificationsWorker:
+    """The worker with its backend over the shared ``"push"`` pool, and the queue's effective limits."""
+
+    def client() -> WebhookClient:
+        pool = resources.http_pool("push", bouncer_pool_options(settings))
+        return build_bouncer_client(resources.reactor, settings, pool)
+
+    runner = RunnerSettings.resolve(PushNotificationsWorker, resources.config.queue(context.queue))
+    return PushNotificationsWorker(
+        context,
+        settings=settings,
+        backend=build_backend(settings, client),
+        concurrency=runner.concurrency,
+        consume_timeout=runner.timeout,
+    )
+
+
+SPECS: tuple[ConsumerSpec[Any], ...] = (
+    ConsumerSpec(QUEUE, PushNotificationsWorker, build_worker, section="push", settings=PushSettings, sharded=True),
+)

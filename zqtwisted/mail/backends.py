@@ -33,6 +33,7 @@ from zqtwisted.errors import TransientError
 from zqtwisted.mail.render import Envelope, describe, envelope_of, to_bytes
 from zqtwisted.mail.settings import MailSettings
 from zqtwisted.mail.smtp import Connector, SendResult, SMTPOptions, SMTPTransport
+from zqtwisted.runtime.reactor import IConnectingReactor
 
 
 class Mailer(Protocol):
@@ -158,8 +159,8 @@ def endpoint_connector(reactor: Any, options: SMTPOptions, context: Any = None) 
     return connect
 
 
-def build_mailer(reactor: Any, settings: MailSettings) -> Mailer:
-    """The mailer ``settings`` asks for."""
+def build_mailer(reactor: IConnectingReactor, settings: MailSettings) -> Mailer:
+    """The mailer ``settings`` asks for (built once, by :meth:`zqtwisted.resources.Resources.mailer`)."""
     if settings.backend == "smtp":
         options = smtp_options(settings)
         context = tls_context(settings)

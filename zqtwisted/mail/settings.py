@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 
-from zqtwisted.config import ConfigError, config_section, read_secret
+from zqtwisted.config import ConfigError, read_secret
 
 BACKENDS = ("file", "smtp", "log")
 TLS_MODES = ("starttls", "implicit", "none")
@@ -29,7 +29,6 @@ def shipped_template_dir() -> str:
     return str(importlib.resources.files("zqtwisted") / "templates")
 
 
-@config_section("mail")
 @dataclass(frozen=True)
 class MailSettings:
     backend: str = "file"

@@ -1,8 +1,9 @@
-"""SMTP delivery on twisted.mail's ESMTP client: one connection, many messages.
+"""SMTP delivery: one connection, many messages.
 
-:class:`~zqtwisted.mail._esmtp.SMTPConnection` is a small
-:class:`twisted.mail.smtp.ESMTPClient` subclass that stays open between
-messages; every reply has a deadline and cancelling an operation aborts it.
+:class:`~zqtwisted.mail.esmtp_client.SMTPConnection` is our own ESMTP client
+protocol (on Twisted's public ``LineReceiver``, no private Twisted API) that
+stays open between messages; every reply has a deadline and cancelling an
+operation aborts it.
 
 :class:`SMTPTransport` keeps one connection across messages and batches: it
 queues sends, checks a connection with NOOP before reusing it after an idle
@@ -28,9 +29,10 @@ from twisted.internet.protocol import ClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.mail._esmtp import (
+from zqtwisted.mail.esmtp_client import SMTPConnection
+from zqtwisted.mail.render import Envelope
+from zqtwisted.mail.smtp_wire import (
     SendResult,
-    SMTPConnection,
     SMTPConnectionError,
     SMTPPermanentError,
     SMTPTemporaryError,
@@ -38,7 +40,6 @@ from zqtwisted.mail._esmtp import (
     reply_error,
     wire_data,
 )
-from zqtwisted.mail.render import Envelope
 
 __all__ = [
     "Connector",

@@ -12,7 +12,7 @@ from twisted.cred.credentials import CramMD5Credentials
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.protocol import ServerFactory, connectionDone
-from twisted.mail._cred import LOGINCredentials, PLAINCredentials
+from twisted.mail.imap4 import LOGINCredentials, PLAINCredentials
 from twisted.mail.interfaces import IMessageDelivery
 from twisted.mail.interfaces import IMessageSMTP as IMessage
 from twisted.mail.smtp import ESMTP, SMTPBadRcpt, SMTPBadSender, SMTPServerError
@@ -255,7 +255,7 @@ class _ServerProtocol(ESMTP):
         scripted = self.server.scripted("RCPT") or self.server.reject.get(recipient)
         if scripted is not None:
             raise SMTPBadRcpt(user, scripted[0], scripted[1])
-        sender = str(self._from) if self._from is not None else ""
+        sender = str(user.orig) if user.orig is not None else ""
         return lambda: _ReceivedLines(self.server, sender, recipient, self)
 
 

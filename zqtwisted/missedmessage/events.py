@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from zqtwisted.errors import MalformedEventError
+from zqtwisted.runtime.shards import queue_for_user as shards_queue_for_user
+from zqtwisted.runtime.shards import shard_of
+
+__all__ = ["QUEUE", "queue_for_user", "shard_of", "stored_form", "validate_event"]
 
 QUEUE = "missedmessage_emails"
 
@@ -87,16 +91,9 @@ def stored_form(event: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in RUNTIME_FIELDS}
 
 
-def shard_of(user_profile_id: int, shards: int) -> int:
-    """The worker number (1..shards) that owns ``user_profile_id``."""
-    return user_profile_id % shards + 1
-
-
 def queue_for_user(user_profile_id: int, shards: int) -> str:
     """The queue to publish a user's notifications to (sharded when shards > 1)."""
-    if shards <= 1:
-        return QUEUE
-    return f"{QUEUE}_shard{shard_of(user_profile_id, shards)}"
+    return shards_queue_for_user(QUEUE, user_profile_id, max(shards, 1))
 
 
 def _field(

@@ -16,13 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from zqtwisted.config import ConfigError, config_section, read_secret
+from zqtwisted.config import ConfigError, read_secret
 
 STORES = ("sqlite", "postgres")
 DEFAULT_TEMPLATE_PREFIX = "zqtwisted/emails/missed_message"
 
 
-@config_section("missedmessage")
 @dataclass(frozen=True)
 class MissedMessageSettings:
     # Where pending notifications wait for their batch: "sqlite" (one process per

@@ -23,6 +23,7 @@ from typing import Any
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 
+from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.store import PendingRow, Shard, StoreClosed
 
 DEFAULT_TABLE = "zq_missedmessage_pending"
@@ -272,8 +273,12 @@ class PostgresStore(SQLStore):
         )
 
 
-def build_store(reactor: Any, settings: Any) -> SQLStore:
-    """The store ``[missedmessage] store`` names."""
+def build_store(reactor: Any, settings: MissedMessageSettings) -> SQLStore:
+    """The store ``[missedmessage] store`` names, not yet opened.
+
+    ``reactor`` runs the store's thread pool (``IReactorThreads`` and ``IReactorCore``);
+    :meth:`zqtwisted.resources.Resources.missedmessage_store` builds it once.
+    """
     if settings.store == "postgres":
         return PostgresStore(reactor, settings.dsn(), timeout=settings.postgres_timeout)
     return SQLiteStore(reactor, settings.sqlite_path)

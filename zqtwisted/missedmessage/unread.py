@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from zqtwisted._version import __version__
-from zqtwisted.webhooks.client import WebhookClient, WebhookResponse
+from zqtwisted.runtime.reactor import IConnectingReactor
+from zqtwisted.webhooks.client import PoolOptions, WebhookClient, WebhookResponse
 
 
 class UnreadCheckError(Exception):
@@ -30,9 +31,6 @@ class UnreadCheckError(Exception):
 class UnreadChecker(Protocol):
     def unread(self, user_profile_id: int, message_ids: Sequence[int]) -> Deferred[set[int]]:
         """Which of ``message_ids`` the user has still not read."""
-
-    def close(self) -> Deferred[None]:
-        """Close idle connections."""
 
 
 def parse_answer(response: WebhookResponse, asked: Sequence[int]) -> set[int]:
@@ -65,21 +63,20 @@ class HTTPUnreadChecker:
         d = self.client.post(self.url, body, "application/json", self._headers)
         return d.addCallback(parse_answer, asked)
 
-    def close(self) -> Deferred[None]:
-        return self.client.close()
+
+# Keep-alive of the "unread" pool: one host, no silent retry.
+UNREAD_POOL = PoolOptions(max_per_host=2, retry=False)
 
 
-def build_unread_checker(reactor: Any, url: str, timeout: float, token: str = "") -> HTTPUnreadChecker:
-    """The production checker: one persistent connection pool, no redirects."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.retryAutomatically = False
-    agent = Agent(reactor, connectTimeout=timeout, pool=pool)
+def build_unread_checker(
+    reactor: IConnectingReactor, pool: HTTPConnectionPool, url: str, timeout: float, token: str = ""
+) -> HTTPUnreadChecker:
+    """The production checker over the shared ``pool`` (its owner closes it); no redirects."""
     client = WebhookClient(
         reactor,
-        agent,
+        Agent(reactor, connectTimeout=timeout, pool=pool),
         timeout=timeout,
         max_response_bytes=1024 * 1024,
         user_agent=f"zqtwisted/{__version__} (missedmessage unread check)",
-        pool=pool,
     )
     return HTTPUnreadChecker(client, url, token)

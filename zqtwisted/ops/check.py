@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from zqtwisted.config import ConfigError, config_section
 from zqtwisted.ops.stats import stats_path
+from zqtwisted.runtime.shards import base_queue
 
 OK = 0
 WARNING = 1
@@ -57,30 +57,7 @@ WARN_COUNT_THRESHOLD_DEFAULT = 10
 CRITICAL_COUNT_THRESHOLD_DEFAULT = 50
 
 _QUEUE_NAME = re.compile(r"\w+")
-_SHARD = re.compile(r"_shard\d+$")
 STATS_KEYS = ("update_time", "recent_average_consume_time", "queue_last_emptied_timestamp")
-
-
-@config_section("check")
-@dataclass(frozen=True)
-class CheckSettings:
-    """``[check] limits = { queue = [warning, critical] }``: seconds to clear the backlog."""
-
-    limits: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    def validate(self, path: str) -> None:
-        for queue, value in self.limits.items():
-            if (
-                not isinstance(value, (list, tuple))
-                or len(value) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
-            ):
-                raise ConfigError(f"{path}.limits.{queue}: expected [warning, critical] in seconds, got {value!r}")
-            if value[0] > value[1]:
-                raise ConfigError(f"{path}.limits.{queue}: warning {value[0]} is above critical {value[1]}")
-
-    def as_limits(self) -> Mapping[str, tuple[float, float]]:
-        return {q: (float(v[0]), float(v[1])) for q, v in self.limits.items()}
 
 
 @dataclass(frozen=True)
@@ -88,11 +65,6 @@ class Result:
     status: int
     name: str
     message: str = ""
-
-
-def base_queue(queue: str) -> str:
-    """``x_shard2`` -> ``x``."""
-    return _SHARD.sub("", queue)
 
 
 def limits_for(queue: str, limits: Mapping[str, tuple[float, float]] | None = None) -> tuple[float, float]:
@@ -200,22 +172,18 @@ def summarize(results: Iterable[Result], now: int, ok_message: str = "queues nor
     return status, f"{now}|{status}|{STATES[status]}|{message}"
 
 
-def default_stats_queues() -> list[str]:
-    """Every registered queue: all zqtwisted workers write stats files."""
-    from zqtwisted.runtime.worker import get_active_worker_queues
-
-    return get_active_worker_queues() + get_active_worker_queues(only_test_queues=True)
-
-
 def run_check(
     counts: Mapping[str, tuple[int, int]],
     stats_dir: str,
     now: float,
     limits: Mapping[str, tuple[float, float]] | None = None,
-    stats_queues: Collection[str] | None = None,
+    stats_queues: Collection[str] = (),
 ) -> tuple[int, str]:
-    """``zqctl check``: read the stats files of the queues that need them and judge."""
-    names = set(default_stats_queues() if stats_queues is None else stats_queues)
+    """``zqctl check``: read the stats files of the queues that need them and judge.
+
+    ``stats_queues``: the known queues (every zqtwisted worker writes stats files).
+    """
+    names = set(stats_queues)
     needed = [q for q, (_, consumers) in counts.items() if consumers > 0 and (q in names or base_queue(q) in names)]
     stats = {q: read_stats(stats_dir, q) for q in needed}
     moment = int(now)

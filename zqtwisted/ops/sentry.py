@@ -7,7 +7,9 @@
   capped) by :func:`capture_failure`; timeouts are fingerprinted
   ``["worker-timeout", queue]`` so that they group per queue.
 
-Nothing is sent when no DSN is configured.  Every string of an outgoing event goes
+Nothing is sent when no DSN is configured: :func:`init_sentry` then returns no
+observer, and the composition root adds none.  The settings (``[sentry]``) live in
+:mod:`zqtwisted.ops.settings`; this module holds no global state of its own.  Every string of an outgoing event goes
 through the log masker (:func:`zqtwisted.ops.logs.mask_text`), so registered secrets and
 URL passwords never leave the process.
 """
@@ -18,7 +20,6 @@ import json
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,57 +27,33 @@ import sentry_sdk
 from sentry_sdk.integrations.logging import LoggingIntegration
 from twisted.python.failure import Failure
 
-from zqtwisted.config import ConfigError, config_section, read_secret
 from zqtwisted.ops.logs import mask_text, register_secret
+from zqtwisted.ops.settings import DEFAULT_MAX_EVENT_CONTEXT_BYTES, SentrySettings
 from zqtwisted.runtime.observer import NullObserver
 from zqtwisted.runtime.redact import redact_event
 
-DEFAULT_MAX_EVENT_CONTEXT_BYTES = 16 * 1024
-
-_options: dict[str, Any] = {"max_event_context_bytes": DEFAULT_MAX_EVENT_CONTEXT_BYTES}
-
-
-@config_section("sentry")
-@dataclass(frozen=True)
-class SentrySettings:
-    dsn: str = ""
-    dsn_file: str = ""
-    environment: str = "production"
-    traces_sample_rate: float = 0.0
-    max_event_context_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES
-
-    def validate(self, path: str) -> None:
-        if self.dsn and self.dsn_file:
-            raise ConfigError(f"{path}.dsn: give either dsn or dsn_file, not both")
-        if self.dsn and not _looks_like_dsn(self.dsn):
-            raise ConfigError(f"{path}.dsn: expected https://KEY@HOST/PROJECT")
-        if not 0.0 <= self.traces_sample_rate <= 1.0:
-            raise ConfigError(f"{path}.traces_sample_rate: must be between 0 and 1, got {self.traces_sample_rate}")
-        if self.max_event_context_bytes <= 0:
-            raise ConfigError(f"{path}.max_event_context_bytes: must be > 0, got {self.max_event_context_bytes}")
-
-    def resolve_dsn(self, path: str = "sentry") -> str:
-        dsn = read_secret(self.dsn, self.dsn_file, f"{path}.dsn").strip()
-        if dsn and not _looks_like_dsn(dsn):
-            raise ConfigError(f"{path}.dsn_file: the file does not hold a DSN (https://KEY@HOST/PROJECT)")
-        return dsn
+__all__ = [
+    "SentryObserver",
+    "SentrySettings",
+    "capture_failure",
+    "events_context",
+    "exc_info",
+    "init_sentry",
+    "scrub_event",
+]
 
 
-def _looks_like_dsn(dsn: str) -> bool:
-    parts = urlsplit(dsn)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and bool(parts.username)
-
-
-def init_sentry(settings: SentrySettings, release: str | None = None, transport: Any = None) -> bool:
-    """Initialise sentry-sdk from ``[sentry]``; False (and nothing sent) without a DSN.
+def init_sentry(
+    settings: SentrySettings, worker_num: int | None = None, release: str | None = None, transport: Any = None
+) -> SentryObserver | None:
+    """Initialise sentry-sdk from ``[sentry]``: the observer that reports to it, or None without a DSN.
 
     ``transport`` is for tests (a ``sentry_sdk.transport.Transport``).
     """
     dsn = settings.resolve_dsn()
     if not dsn:
-        return False
+        return None
     register_secret(dsn, urlsplit(dsn).username)
-    _options["max_event_context_bytes"] = settings.max_event_context_bytes
     if release is None:
         from zqtwisted._version import __version__
 
@@ -93,7 +70,7 @@ def init_sentry(settings: SentrySettings, release: str | None = None, transport:
         before_send=scrub_event,
         before_send_transaction=scrub_event,
     )
-    return True
+    return SentryObserver(worker_num, settings.max_event_context_bytes)
 
 
 def scrub_event(event: Any, hint: Any = None) -> Any:
@@ -107,9 +84,11 @@ def scrub_event(event: Any, hint: Any = None) -> Any:
     return event
 
 
-def events_context(queue: str, events: Sequence[Any], max_bytes: int | None = None) -> dict[str, Any]:
+def events_context(
+    queue: str, events: Sequence[Any], max_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES
+) -> dict[str, Any]:
     """Zulip's context ``{data, queue_name}``, secrets masked, at most ``max_bytes`` of events."""
-    limit = _options["max_event_context_bytes"] if max_bytes is None else max_bytes
+    limit = max_bytes
     data: list[Any] = []
     used = 2  # "[]"
     truncated = False
@@ -138,17 +117,13 @@ def exc_info(failure: Failure) -> tuple[Any, BaseException, Any]:
     return failure.type, value, failure.getTracebackObject()
 
 
-def sentry_enabled() -> bool:
-    """Whether Sentry was initialised (so that the service adds its observer)."""
-    return bool(sentry_sdk.is_initialized())
-
-
 def capture_failure(
     queue: str,
     worker_num: int | None,
     events: Sequence[Any],
     failure: Failure,
     timeout: bool = False,
+    max_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES,
 ) -> str | None:
     """Report a consume that ended in failure; the Sentry event id, or None when disabled."""
     if not sentry_sdk.is_initialized():
@@ -157,7 +132,7 @@ def capture_failure(
         scope.set_tag("queue_worker", queue)
         if worker_num is not None:
             scope.set_tag("worker_num", str(worker_num))
-        scope.set_context("events", events_context(queue, events))
+        scope.set_context("events", events_context(queue, events, max_bytes))
         if timeout:
             scope.fingerprint = ["worker-timeout", queue]
         return sentry_sdk.capture_exception(exc_info(failure))
@@ -166,8 +141,11 @@ def capture_failure(
 class SentryObserver(NullObserver):
     """A transaction ``consume {queue}`` per consume (sampled by ``traces_sample_rate``)."""
 
-    def __init__(self, worker_num: int | None = None) -> None:
+    def __init__(
+        self, worker_num: int | None = None, max_event_context_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES
+    ) -> None:
         self.worker_num = worker_num
+        self.max_event_context_bytes = max_event_context_bytes
         self._open: dict[str, deque[Any]] = {}
         # Decided once (the service is built after init_sentry()): with tracing off, an
         # unsampled transaction per consume would cost ~30 us and send nothing.
@@ -189,7 +167,7 @@ class SentryObserver(NullObserver):
 
     def gave_up(self, queue: str, events: Sequence[Any], failure: Failure, reason: str) -> None:
         if reason != "malformed":
-            capture_failure(queue, self.worker_num, events, failure, timeout=reason == "timeout")
+            capture_failure(queue, self.worker_num, events, failure, reason == "timeout", self.max_event_context_bytes)
 
     def consumed(self, queue: str, events: int, seconds: float) -> None:
         waiting = self._open.get(queue)

@@ -3,9 +3,9 @@
 :class:`BouncerBackend` POSTs a notification's JSON to
 ``{bouncer_url}/api/v1/remotes/push/notify`` with HTTP basic auth (the server's
 UUID and API key), as Zulip's ``send_json_to_push_bouncer`` does.  The request
-goes through :class:`zqtwisted.webhooks.client.WebhookClient`: one persistent
-pool, a deadline over the whole request (connect, send, status, body), and
-cancellation that aborts the connection.
+goes through :class:`zqtwisted.webhooks.client.WebhookClient`: the persistent
+``"push"`` pool of :class:`zqtwisted.resources.Resources`, a deadline over the
+whole request (connect, send, status, body), and cancellation that aborts the connection.
 
 Failures are sorted as Zulip sorts them:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin
@@ -35,8 +36,10 @@ from zqtwisted._version import __version__
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.push.payload import Notification
 from zqtwisted.push.settings import PushSettings
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.webhooks.client import (
     HostBusyError,
+    PoolOptions,
     WebhookClient,
     WebhookConnectionError,
     WebhookError,
@@ -80,9 +83,6 @@ class PushBackend(Protocol):
 
     def send(self, notification: Notification) -> Deferred[BouncerResult | None]:
         """Deliver ``notification``; fails with BouncerRetryLater or BouncerRefused."""
-
-    def close(self) -> Deferred[None]:
-        """Release connections (called once, when the worker stops)."""
 
 
 def notify_url(bouncer_url: str) -> str:
@@ -168,9 +168,6 @@ class BouncerBackend:
             raise BouncerRefused(0, None, f"{type(e).__name__}: {e}") from e
         return classify_response(response.status, response.body)
 
-    def close(self) -> Deferred[None]:
-        return self.client.close()
-
 
 class LogBackend:
     """No bouncer configured: log what would have been sent."""
@@ -188,9 +185,6 @@ class LogBackend:
         )
         return succeed(None)
 
-    def close(self) -> Deferred[None]:
-        return succeed(None)
-
 
 def summary(notification: Notification) -> str:
     """One line saying what a notification shows (for logs)."""
@@ -202,22 +196,27 @@ def summary(notification: Notification) -> str:
     return f"message {ids}: " + " | ".join(p for p in parts if p)
 
 
-def build_backend(reactor: Any, settings: PushSettings) -> PushBackend:
-    """The backend ``settings`` asks for; the bouncer one with its own persistent pool."""
-    if settings.effective_backend == "log":
-        return LogBackend()
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = settings.max_connections
-    pool.cachedConnectionTimeout = settings.idle_connection_timeout  # type: ignore[assignment]
-    pool.retryAutomatically = False
-    agent = Agent(reactor, connectTimeout=settings.timeout, pool=pool)
-    client = WebhookClient(
+def bouncer_pool_options(settings: PushSettings) -> PoolOptions:
+    """How the push pool keeps its connections to the bouncer: up to ``max_connections``, no silent retry."""
+    return PoolOptions(max_per_host=settings.max_connections, idle_timeout=settings.idle_connection_timeout)
+
+
+def build_bouncer_client(
+    reactor: IConnectingReactor, settings: PushSettings, pool: HTTPConnectionPool
+) -> WebhookClient:
+    """The bouncer's HTTP client over the shared ``pool`` (its owner closes it)."""
+    return WebhookClient(
         reactor,
-        agent,
+        Agent(reactor, connectTimeout=settings.timeout, pool=pool),
         timeout=settings.timeout,
         max_response_bytes=MAX_RESPONSE_BYTES,
         per_host_concurrency=settings.max_connections,
         user_agent=server_user_agent(settings.user_agent_version),
-        pool=pool,
     )
-    return BouncerBackend(client, settings.bouncer_url, settings.server_uuid, settings.secret())
+
+
+def build_backend(settings: PushSettings, client: Callable[[], WebhookClient]) -> PushBackend:
+    """The backend ``settings`` asks for; ``client`` is called only for the bouncer one."""
+    if settings.effective_backend == "log":
+        return LogBackend()
+    return BouncerBackend(client(), settings.bouncer_url, settings.server_uuid, settings.secret())

@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from zqtwisted.config import ConfigError, config_section, read_secret
+from zqtwisted.config import ConfigError, read_secret
 
 BACKENDS = ("log", "bouncer")
 
 
-@config_section("push")
 @dataclass(frozen=True)
 class PushSettings:
     """How push notifications leave: through Zulip's push bouncer, or into the log.

@@ -17,6 +17,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from zqtwisted.runtime.consumer import JsonPublisher
+from zqtwisted.runtime.shards import queue_for_user, shard_queue_name
+
 QUEUE = "missedmessage_mobile_notifications"
 
 
@@ -24,11 +27,7 @@ def shard_queue(user_id: int, shards: int = 1, queue: str = QUEUE) -> str:
     """The queue of ``user_id``'s push events among ``shards`` shards."""
     if isinstance(user_id, bool) or not isinstance(user_id, int):
         raise TypeError(f"user_id must be an integer, not {type(user_id).__name__}")
-    if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
-    if shards == 1:
-        return queue
-    return f"{queue}_shard{user_id % shards + 1}"
+    return queue_for_user(queue, user_id, shards)
 
 
 def shard_queues(shards: int = 1, queue: str = QUEUE) -> list[str]:
@@ -37,14 +36,13 @@ def shard_queues(shards: int = 1, queue: str = QUEUE) -> list[str]:
         raise ValueError(f"shards must be >= 1, got {shards}")
     if shards == 1:
         return [queue]
-    return [f"{queue}_shard{n}" for n in range(1, shards + 1)]
+    return [shard_queue_name(queue, n) for n in range(1, shards + 1)]
 
 
-def publish_push_event(publisher: Any, event: Mapping[str, Any], shards: int = 1) -> Deferred[None]:
+def publish_push_event(publisher: JsonPublisher, event: Mapping[str, Any], shards: int = 1) -> Deferred[None]:
     """Publish ``event`` to its user's shard; fires when the broker has confirmed it.
 
     ``publisher`` is a :class:`zqtwisted.runtime.publisher.Publisher` (anything with
     ``publish_json(queue, event)``).
     """
-    result: Deferred[None] = publisher.publish_json(shard_queue(event["user_profile_id"], shards), event)
-    return result
+    return publisher.publish_json(shard_queue(event["user_profile_id"], shards), event)

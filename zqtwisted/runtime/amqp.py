@@ -1,7 +1,8 @@
 """RabbitMQ through pika's ``TwistedProtocolConnection``: the only module that knows pika.
 
 :class:`AMQPBroker` is a service (Twisted's ``ClientService``) that keeps one
-connection up, reconnecting with jittered exponential backoff.  On every new
+connection up, reconnecting with the retries' jittered exponential backoff
+(:class:`~zqtwisted.runtime.retry.BackoffPolicy`; ClientService logs each delay).  On every new
 connection it runs each listener's ``session_started`` (which declares queues, sets
 QoS and re-attaches consumers) before the connection counts as ready.
 """
@@ -18,7 +19,7 @@ from pika.adapters.twisted_connection import ClosableDeferredQueue, TwistedChann
 from pika.exceptions import AMQPError
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
@@ -34,11 +35,13 @@ from zqtwisted.runtime.broker import (
     BrokerUnavailable,
     ConsumerChannel,
     Delivery,
+    PublishDeadline,
     PublishFailed,
     SessionListener,
     SessionWaiters,
 )
 from zqtwisted.runtime.reactor import ReactorLike
+from zqtwisted.runtime.retry import BackoffPolicy
 
 PERSISTENT = 2
 
@@ -47,7 +50,7 @@ def connection_parameters(settings: BrokerSettings) -> pika.ConnectionParameters
     """pika's parameters for ``settings.url`` (host and port are used by the endpoint)."""
     params = pika.URLParameters(settings.connection_url())
     params.heartbeat = settings.heartbeat
-    params.blocked_connection_timeout = None
+    params.blocked_connection_timeout = None  # a blocked connection stays up: each publish has its own deadline
     params.ssl_options = None  # Twisted does TLS for amqps://
     return params
 
@@ -61,6 +64,11 @@ def broker_endpoint(reactor: ReactorLike, settings: BrokerSettings) -> IStreamCl
     if tls:
         endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
     return endpoint
+
+
+def reconnect_backoff(settings: BrokerSettings) -> BackoffPolicy:
+    """The reconnect delays: the retries' backoff policy, with equal jitter (half the ceiling at least)."""
+    return BackoffPolicy(settings.reconnect_initial_delay, settings.reconnect_max_delay, floor=0.5)
 
 
 class AMQPConsumerChannel:
@@ -360,6 +368,7 @@ class AMQPBroker(Service):
         self._sessions: dict[_Protocol, AMQPSession] = {}
         self._waiting = SessionWaiters(reactor)
         self._rand = rand
+        self._backoff = reconnect_backoff(settings)
         self.reconnects = 0
         self._service = ClientService(
             endpoint if endpoint is not None else broker_endpoint(reactor, settings),
@@ -370,17 +379,8 @@ class AMQPBroker(Service):
         )
 
     def _retry_delay(self, attempt: int) -> float:
-        # ``attempt`` counts the failed attempts in a row (1 after the first failure).
-        exponent = min(max(attempt - 1, 0), 30)
-        ceiling = min(self.settings.reconnect_max_delay, self.settings.reconnect_initial_delay * 2**exponent)
-        delay = ceiling / 2 + self._rand() * ceiling / 2
-        self.log.info(
-            "Connecting to {url} again in {delay:.1f}s (attempt {attempt})",
-            url=redact_url(self.settings.url),
-            delay=delay,
-            attempt=attempt + 1,
-        )
-        return delay
+        """ClientService's retry policy (it logs the delay): ``attempt`` counts the failures in a row."""
+        return self._backoff.delay(attempt, self._rand)
 
     def _prepare(self, protocol: IProtocol) -> Deferred[None]:
         """Wait for the AMQP handshake, open the session, run the listeners.
@@ -457,23 +457,32 @@ class AMQPBroker(Service):
     def publish(
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> Deferred[None]:
-        """Publish, confirmed; once more on the next connection if this one dies first."""
+        """Publish, confirmed, within ``timeout``; once more on the next connection if this one dies first.
+
+        The deadline covers the confirm too: a broker that never confirms (a memory or
+        disk alarm blocks publishers) makes the publish fail with PublishTimeout.  The
+        cancel reaches pika's confirm Deferred, which has no canceller: pika keeps the
+        delivery tag and ignores the late confirm, so its channel stays consistent.
+        """
         limit = self.settings.publish_timeout if timeout is None else timeout
-        deadline = self.reactor.seconds() + limit
+        deadline = PublishDeadline(limit)
+        expires = self.reactor.seconds() + limit
 
         def attempt(session: BrokerSession, tries: int) -> Deferred[None]:
+            deadline.sending = True
             d = session.publish(queue, body, headers)
             if tries == 0:
                 d.addErrback(retry_once)
             return d
 
         def retry_once(failure: Failure) -> Deferred[None]:
-            remaining = deadline - self.reactor.seconds()
-            if failure.check(PublishFailed) or remaining <= 0:
+            remaining = expires - self.reactor.seconds()
+            if failure.check(PublishFailed, CancelledError) or remaining <= 0:
                 return fail(failure)
+            deadline.sending = False
             return self.session(remaining).addCallback(attempt, 1)
 
-        return self.session(limit).addCallback(attempt, 0)
+        return deadline.apply(self.session(limit).addCallback(attempt, 0), self.reactor)
 
     # -- service -----------------------------------------------------------------
 

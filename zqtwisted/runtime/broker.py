@@ -24,6 +24,10 @@ class PublishFailed(Exception):
     """The broker did not confirm a publish (nacked, returned, or the channel died)."""
 
 
+class PublishTimeout(PublishFailed):
+    """The broker did not confirm a publish within its deadline (a memory or disk alarm, a stuck broker)."""
+
+
 @dataclass(eq=False, slots=True)
 class Delivery:
     """One message handed to a consumer; acked or nacked through its channel.
@@ -107,7 +111,11 @@ class Broker(Protocol):
     def publish(
         self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None, timeout: float | None = None
     ) -> Deferred[None]:
-        """Publish through the current or next session, confirmed, within ``timeout``."""
+        """Publish through the current or next session, confirmed, within ``timeout``.
+
+        The deadline covers the wait for a session and the wait for the confirm: it
+        fails with BrokerUnavailable (no session) or PublishTimeout (no confirm).
+        """
 
 
 class SessionWaiters:
@@ -137,6 +145,27 @@ class SessionWaiters:
 
 def _no_session_within(result: object, timeout: float) -> None:
     raise BrokerUnavailable(f"no broker connection within {timeout:.0f}s")
+
+
+class PublishDeadline:
+    """The deadline of one publish, over the wait for a session and the wait for its confirm.
+
+    ``apply`` cancels the publish's Deferred when the time is up: the cancel reaches the
+    wait for a session or for the confirm, and the Deferred fails with
+    :class:`BrokerUnavailable` if no session was had yet, :class:`PublishTimeout` otherwise.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.sending = False
+
+    def apply(self, d: Deferred[None], clock: IReactorTime) -> Deferred[None]:
+        return d.addTimeout(self.timeout, clock, onTimeoutCancel=self._expired)
+
+    def _expired(self, result: object, timeout: float) -> None:
+        if not self.sending:
+            _no_session_within(result, timeout)
+        raise PublishTimeout(f"publish not confirmed within {timeout:g}s")
 
 
 class AckTracker:

@@ -1,4 +1,8 @@
-"""Consumers declared as values: what the composition root needs to know of a queue's consumer.
+"""What a consumer is: its worker class, the context it runs in, and its declaration as a value.
+
+A worker declares *what* to do with an event; the runtime (:mod:`zqtwisted.runtime.runner`)
+decides when, acks, retries and dead-letters.  A consumer returns a plain value, a
+Deferred or a coroutine, and never touches a channel.
 
 A :class:`ConsumerSpec` names the queue, whether it is sharded, its test-queue
 status, the worker class (whose class attributes give the runner's defaults:
@@ -7,25 +11,25 @@ its settings come from, and ``build``: a function of the worker's
 :class:`WorkerContext`, its parsed settings and the root's shared resources that
 returns the worker with its collaborators.
 
-The runtime never imports a consumer: the root (:mod:`zqtwisted.tap`) holds the
-list of shipped specs, plus those of users' ``@assign_queue`` workers
+The runtime never imports a consumer: the root holds the list of shipped specs
+(:mod:`zqtwisted.catalog`), plus those of users' ``@assign_queue`` workers
 (:mod:`zqtwisted.runtime.worker`).  ``build`` takes the resources as ``Any`` so
 that this module does not depend on the root's :class:`zqtwisted.resources.Resources`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-
-if TYPE_CHECKING:
-    from zqtwisted.runtime.worker import QueueWorker
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 S = TypeVar("S")
+Event = dict[str, Any]
 
 
 class JsonPublisher(Protocol):
@@ -48,6 +52,80 @@ class WorkerContext:
     clock: IReactorTime
     publisher: JsonPublisher
     worker_num: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchFailures:
+    """Returned by ``consume_batch`` when some events failed: index -> exception.
+
+    The events not named succeeded; each named one is retried or dead-lettered on
+    its own, so one bad event never takes the others down.
+    """
+
+    failures: Mapping[int, BaseException]
+
+
+class QueueWorker:
+    """Common base of single-event and batch workers."""
+
+    queue_name: ClassVar[str] = ""
+    # Zulip's defaults; each can be overridden per queue in [queues.NAME].
+    prefetch: ClassVar[int] = 100
+    concurrency: ClassVar[int] = 1
+    max_consume_seconds: ClassVar[float | None] = 30.0
+    max_retries: ClassVar[int] = 3
+    # A sharded queue consumes ``{queue_name}_shard{N}`` under --worker-num N.
+    sharded: ClassVar[bool] = False
+    batched: ClassVar[bool] = False
+
+    log = Logger()
+
+    def __init__(self, context: WorkerContext) -> None:
+        self.context = context
+
+    @property
+    def queue(self) -> str:
+        """The queue this instance consumes (with its shard suffix, if any)."""
+        return self.context.queue
+
+    def validate(self, event: Event) -> Event:
+        """Check an event's fields; raise MalformedEventError to dead-letter it."""
+        return event
+
+    def start(self) -> Deferred[None] | None:
+        """Called once before consuming starts (open pools, load state)."""
+        return None
+
+    def stop(self) -> Deferred[None] | None:
+        """Called once after consuming has stopped and in-flight work drained."""
+        return None
+
+    def on_give_up(self, event: Event, failure: Failure, reason: str) -> Any:
+        """The queue's failure handler: runs once when an event ends in failure.
+
+        Zulip's ``failure_processor``; the event is dead-lettered afterwards
+        whatever this does.
+        """
+        return None
+
+
+class QueueProcessingWorker(QueueWorker):
+    """A worker that handles one event at a time (Zulip's ``consume``)."""
+
+    def consume(self, event: Event) -> Any:
+        raise NotImplementedError
+
+
+class LoopQueueProcessingWorker(QueueWorker):
+    """A worker that handles events in batches (Zulip's ``consume_batch``)."""
+
+    batched: ClassVar[bool] = True
+    batch_size: ClassVar[int] = 100
+    sleep_delay: ClassVar[float] = 1.0
+
+    def consume_batch(self, events: Sequence[Event]) -> Any:
+        """Handle a batch; return None, or BatchFailures naming the failed events."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

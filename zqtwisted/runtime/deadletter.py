@@ -3,7 +3,8 @@
 Nothing is dropped: an event that ends in failure is appended to
 ``{error_dir}/{queue}.errors`` (Zulip's format, secrets masked) and published,
 confirmed, to ``{queue}.failed`` with headers that say why.  Only then is the
-original delivery acked.
+original delivery acked (by :mod:`zqtwisted.runtime.settlement`); a dead letter that
+is not confirmed within the publish timeout fails, and the original is requeued.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from zqtwisted.runtime.broker import Broker
+from zqtwisted.runtime.decisions import attempts_of
 from zqtwisted.runtime.redact import redact_event, redact_text
 
 FAILED_SUFFIX = ".failed"
 MESSAGE_LIMIT = 1000
+RAW_LIMIT = 1000
 
 H_REASON = "x-zq-reason"
 H_EXCEPTION = "x-zq-exception"
@@ -74,6 +78,39 @@ class DeadLetter:
         }
 
 
+def exception_name(failure: Failure) -> str:
+    cls = failure.type
+    return getattr(cls, "__qualname__", str(cls))
+
+
+def describe_failure(failure: Failure) -> str:
+    """``ExceptionName: message``, for log lines."""
+    return f"{exception_name(failure)}: {failure.value}"
+
+
+def letter_for(
+    queue: str, body: bytes, event: Any, headers: Mapping[str, Any], failure: Failure, reason: str
+) -> DeadLetter:
+    """The dead letter of a delivery (its ``body`` and ``headers``) whose event ended in ``failure``."""
+    return DeadLetter(
+        queue=queue,
+        body=body,
+        event=event,
+        reason=reason,
+        exception=exception_name(failure),
+        message=str(failure.value),
+        attempts=attempts_of(event.get("failed_tries") if isinstance(event, dict) else None),
+        first_failure=headers.get(H_FIRST),
+    )
+
+
+def error_entries(letters: Sequence[DeadLetter]) -> list[Any]:
+    """What the error file records for ``letters``: the events, then the raw bodies of malformed ones."""
+    events = [letter.event for letter in letters if letter.event is not None]
+    raw = [letter.body[:RAW_LIMIT].decode("utf-8", "replace") for letter in letters if letter.event is None]
+    return [*events, *raw]
+
+
 class DeadLetterer:
     log = Logger()
 
@@ -94,6 +131,11 @@ class DeadLetterer:
                 f.write(error_file_line(events, self._clock.seconds()))
         except OSError as e:
             self.log.error("Cannot write error file {path}: {error}", path=self.error_path(queue), error=e.strerror)
+
+    def send(self, queue: str, letters: Sequence[DeadLetter]) -> Deferred[list[None]]:
+        """Record ``letters`` in the error file (one line), then publish them; fires when all are confirmed."""
+        self.write_error_file(queue, error_entries(letters))
+        return self.publish(letters)
 
     def publish(self, letters: Sequence[DeadLetter]) -> Deferred[list[None]]:
         """Publish each letter to its ``.failed`` queue; fires when all are confirmed."""

@@ -1,13 +1,13 @@
 """Publishing events from Twisted code, with publisher confirms.
 
-``queue_json_publish(queue, event)`` is Zulip's name: it returns a Deferred that
-fires once the broker has confirmed the message.  During a reconnect the publish
-waits for the next connection, up to ``[broker] publish_timeout``, then fails
-loudly with :class:`~zqtwisted.runtime.broker.BrokerUnavailable`; it never vanishes.
+``Publisher.queue_json_publish(queue, event)`` is Zulip's name: it returns a
+Deferred that fires once the broker has confirmed the message.  During a reconnect
+the publish waits for the next connection, up to ``[broker] publish_timeout``, then
+fails loudly with :class:`~zqtwisted.runtime.broker.BrokerUnavailable`; it never vanishes.
 
-Inside the worker service a publisher is installed as the default; other Twisted
-programs build one with :func:`connect_publisher`.  Programs that are not Twisted
-use :mod:`zqtwisted.blocking`.
+There is no default publisher: the composition root builds one and hands it to
+the workers (``context.publisher``); other Twisted programs build their own over a
+broker.  Programs that are not Twisted use :mod:`zqtwisted.blocking`.
 """
 
 from __future__ import annotations
@@ -45,21 +45,9 @@ class Publisher:
             return fail(e)
         return self.publish(queue, body, headers)
 
+    def queue_json_publish(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]:
+        """Zulip's ``queue_json_publish`` for Twisted code; fires when confirmed."""
+        return self.publish_json(queue, event)
+
     def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
         return self.broker.publish(queue, body, headers, timeout=self.timeout)
-
-
-_default: Publisher | None = None
-
-
-def set_default_publisher(publisher: Publisher | None) -> None:
-    """Install the publisher that :func:`queue_json_publish` uses (the service does this)."""
-    global _default
-    _default = publisher
-
-
-def queue_json_publish(queue: str, event: Mapping[str, Any]) -> Deferred[None]:
-    """Zulip's ``queue_json_publish`` for Twisted code; fires when confirmed."""
-    if _default is None:
-        return fail(RuntimeError("no publisher: run inside the worker service, or call set_default_publisher()"))
-    return _default.publish_json(queue, event)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorPluggableNameResolver, IReactorTCP, IReactorTime
 
 # The full reactor (time, TCP, TLS, core).  zope interfaces do not compose into
 # one static type, so the composition root passes the reactor and classes that
 # need only time take an IReactorTime.
 ReactorLike = Any
 
-__all__ = ["IReactorTime", "ReactorLike"]
+
+class IConnectingReactor(IReactorTime, IReactorTCP, IReactorPluggableNameResolver):
+    """What a network client (HTTP, SMTP) uses of the reactor: time for deadlines, TCP, name resolution.
+
+    The real reactor provides all three; in tests a ``MemoryReactorClock``
+    subclass declared ``@implementer(IConnectingReactor)`` stands in.
+    """
+
+
+__all__ = ["IConnectingReactor", "IReactorTime", "ReactorLike"]

@@ -1,7 +1,8 @@
-"""Retry decisions: a pure backoff policy and a failure classifier.
+"""Retry decisions: a pure backoff policy, a failure classifier and the retry policy.
 
-The scheduler that uses them (``callLater``, cancelled on stop) lives in
-:mod:`zqtwisted.runtime.runner`.
+The same :class:`BackoffPolicy` spaces event retries and AMQP reconnects.  The
+scheduler that uses them (``callLater``, cancelled on stop) lives in
+:mod:`zqtwisted.runtime.settlement`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,25 @@ from zqtwisted.errors import InterruptConsumeError, MalformedEventError, Permane
 
 @dataclass(frozen=True)
 class BackoffPolicy:
-    """Exponential backoff with full jitter: a delay in [0, min(cap, base * 2**(n-1))]."""
+    """Exponential backoff with jitter: a delay in [floor * c, c] where c = min(cap, base * 2**(n-1)).
+
+    ``floor`` 0 is full jitter (event retries); 0.5 is "equal jitter" (reconnects,
+    which should not hammer a broker that is coming back).
+    """
 
     base: float = 1.0
     cap: float = 60.0
+    floor: float = 0.0
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay before retry number ``attempt`` (1 for the first retry)."""
         return min(self.cap, self.base * (2 ** min(max(attempt - 1, 0), 62)))
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        return rand() * self.ceiling(attempt)
+        ceiling = self.ceiling(attempt)
+        if not self.floor:
+            return rand() * ceiling
+        return ceiling * self.floor + rand() * ceiling * (1.0 - self.floor)
 
 
 class Outcome(Enum):
@@ -64,3 +73,22 @@ def next_attempt(failed_tries: object, max_retries: int) -> int | None:
     count = failed_tries if isinstance(failed_tries, int) and not isinstance(failed_tries, bool) else 0
     count += 1
     return count if count <= max_retries else None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Zulip's retry rule with backoff: how many times, and how long to wait before each."""
+
+    max_retries: int = 3
+    backoff: BackoffPolicy = BackoffPolicy()
+    retry_unexpected: bool = False
+
+    def classify(self, failure: Failure) -> Outcome:
+        return classify(failure, self.retry_unexpected)
+
+    def schedule(self, failed_tries: object, rand: Callable[[], float]) -> tuple[int, float] | None:
+        """(the successor's ``failed_tries``, the delay before publishing it), or None: give up."""
+        attempt = next_attempt(failed_tries, self.max_retries)
+        if attempt is None:
+            return None
+        return attempt, self.backoff.delay(attempt, rand)

@@ -1,11 +1,17 @@
-"""The consumer of one queue: flow control, batching, acks, retries, dead letters.
+"""The consumer of one queue: flow control, batching, time limits; verdicts go to the settler.
 
 A :class:`QueueRunner` owns the acks of its queue.  It keeps at most
 ``concurrency`` consumes in flight (events, or batches for batch workers); the
-broker's prefetch bounds what waits locally.  Every consume has a deadline.  A
-failed event is retried with backoff (the delivery stays unacked until its
-successor is confirmed) or dead-lettered (acked only once the dead letter is
-confirmed).  Nothing is dropped.
+broker's prefetch bounds what waits locally.  Every consume has a deadline
+(:mod:`~zqtwisted.runtime.timelimit`).  What happens to a failed event is decided
+by :mod:`~zqtwisted.runtime.decisions` and carried out by
+:mod:`~zqtwisted.runtime.settlement`: retried with backoff (the delivery stays
+unacked until its successor is confirmed) or dead-lettered (acked only once the
+dead letter is confirmed).  Nothing is dropped.
+
+A delivery the runner holds is in exactly one place: ``_pending`` (waiting for a
+consume slot or a batch), ``_in_flight`` (being consumed), or the settler (waiting
+for a retry or for a confirm).
 """
 
 from __future__ import annotations
@@ -14,45 +20,56 @@ import json
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from inspect import iscoroutine
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, TimeoutError, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.errors import MalformedEventError
 from zqtwisted.runtime.broker import Broker, BrokerSession, ConsumerChannel, Delivery
-from zqtwisted.runtime.deadletter import H_FIRST, DeadLetter, DeadLetterer, iso_time
+from zqtwisted.runtime.consumer import LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
+from zqtwisted.runtime.deadletter import DeadLetterer
+from zqtwisted.runtime.decisions import MALFORMED, failures_of
 from zqtwisted.runtime.observer import NullObserver, RunnerObserver
-from zqtwisted.runtime.redact import redact_event
-from zqtwisted.runtime.retry import Outcome, classify, next_attempt
+from zqtwisted.runtime.retry import RetryPolicy
 from zqtwisted.runtime.runner_settings import RunnerSettings
-from zqtwisted.runtime.worker import BatchFailures, LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
+from zqtwisted.runtime.settlement import Item, Settler, ack, requeue
+from zqtwisted.runtime.timelimit import TimeLimit
+
+__all__ = ["REATTACH_DELAY", "QueueRunner", "RunnerSettings"]
 
 REATTACH_DELAY = 1.0
 
-REASONS = {
-    Outcome.RETRY: "retries-exhausted",
-    Outcome.PERMANENT: "permanent",
-    Outcome.TIMEOUT: "timeout",
-    Outcome.MALFORMED: "malformed",
-}
 
+class _Batch:
+    """When a held batch is due: at ``batch_size`` events, or ``sleep_delay`` after the first one."""
 
-@dataclass(eq=False, slots=True)
-class Item:
-    """A delivery and its decoded event, while the runner holds it."""
+    def __init__(self, clock: IReactorTime, size: int, delay: float, fire: Callable[[], None]) -> None:
+        self._clock = clock
+        self.size = size
+        self._delay = delay
+        self._fire = fire
+        self._timer: IDelayedCall | None = None
+        self.due = False
 
-    delivery: Delivery
-    event: dict[str, Any] | None
+    def wait(self) -> None:
+        """Events are held: make sure the timer runs."""
+        if self._timer is None and not self.due:
+            self._timer = self._clock.callLater(self._delay, self._expired)
 
-    @property
-    def channel(self) -> ConsumerChannel:
-        return self.delivery.channel
+    def _expired(self) -> None:
+        self._timer = None
+        self.due = True
+        self._fire()
+
+    def reset(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.due = False
 
 
 class QueueRunner:
@@ -72,19 +89,19 @@ class QueueRunner:
         self.queue = worker.queue
         self.settings = settings
         self._broker = broker
-        self._deadletters = deadletters
         self._clock = clock
         self._observer: RunnerObserver = observer or NullObserver()
-        self._rand = rand
-        self._batched = isinstance(worker, LoopQueueProcessingWorker)
+        self._limit = TimeLimit(settings.timeout)
+        self._consume = _consumer_of(worker)
+        self._batch = _Batch(clock, settings.batch_size, settings.sleep_delay, self._pump) if worker.batched else None
+        policy = RetryPolicy(settings.max_retries, settings.backoff, settings.retry_unexpected)
+        self._settler = Settler(
+            worker, policy, broker, deadletters, clock, self._observer, settings.publish_timeout, rand, self._settled
+        )
         self._channel: ConsumerChannel | None = None
+        self._reattach: IDelayedCall | None = None
         self._pending: deque[Item] = deque()
         self._in_flight: dict[Deferred[Any], list[Item]] = {}
-        self._retries: dict[Item, IDelayedCall] = {}
-        self._settling: set[Item] = set()  # being re-published or dead-lettered
-        self._batch_timer: IDelayedCall | None = None
-        self._batch_due = False
-        self._reattach: IDelayedCall | None = None
         self._idle_check: IDelayedCall | None = None
         self._pumping = False
         self._stopping = False
@@ -103,7 +120,7 @@ class QueueRunner:
     @property
     def held(self) -> int:
         """Deliveries held unacked: waiting, in flight, waiting to retry, settling."""
-        return len(self._pending) + self.in_flight + len(self._retries) + len(self._settling)
+        return len(self._pending) + self.in_flight + self._settler.held
 
     # -- attachment to the broker ------------------------------------------------
 
@@ -127,10 +144,9 @@ class QueueRunner:
             self._channel = None
             self._observer.attached(self.queue, False)
         self._pending = deque(i for i in self._pending if i.channel is not channel)
-        for item in [i for i in self._retries if i.channel is channel]:
-            self._retries.pop(item).cancel()
-        if not self._pending:
-            self._cancel_batch_timer()
+        self._settler.channel_closed(channel)
+        if not self._pending and self._batch is not None:
+            self._batch.reset()
         if not self._stopping and session.is_open and self._channel is None:
             self.log.warn("Channel of {queue} closed; re-attaching", queue=self.queue)
             self._reattach = self._clock.callLater(REATTACH_DELAY, self._try_reattach)
@@ -156,7 +172,7 @@ class QueueRunner:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:
-            delivery.nack(requeue=True)
+            delivery.channel.nack(delivery.tag, requeue=True)
             return
         try:
             event = self._decode(delivery.body)
@@ -164,7 +180,8 @@ class QueueRunner:
             self.log.warn(
                 "Malformed event on {queue} ({size} bytes): {error}", queue=self.queue, size=len(delivery.body), error=e
             )
-            self._give_up([(Item(delivery, None), Failure())], Outcome.MALFORMED)
+            self._observer.failed(self.queue, 1, MALFORMED.outcome.value)
+            self._settler.give_up([(Item(delivery, None), Failure())], MALFORMED)
             return
         self._pending.append(Item(delivery, event))
         self._pump()
@@ -195,44 +212,29 @@ class QueueRunner:
 
     def _pump_once(self) -> None:
         limit = self.settings.concurrency
-        if not self._batched:
+        batch = self._batch
+        if batch is None:
             while self._pending and len(self._in_flight) < limit:
                 self._start([self._pending.popleft()])
             return
-        size = self.settings.batch_size
-        while self._pending and len(self._in_flight) < limit and (len(self._pending) >= size or self._batch_due):
-            batch = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
-            self._batch_due = False
-            self._start(batch)
+        while self._pending and len(self._in_flight) < limit and (len(self._pending) >= batch.size or batch.due):
+            batch.due = False
+            self._start(self._take_batch(batch.size))
         if not self._pending:
-            self._cancel_batch_timer()
-        elif self._batch_timer is None and not self._batch_due:
-            self._batch_timer = self._clock.callLater(self.settings.sleep_delay, self._batch_timer_fired)
+            batch.reset()
+        else:
+            batch.wait()
 
-    def _batch_timer_fired(self) -> None:
-        self._batch_timer = None
-        self._batch_due = True
-        self._pump()
-
-    def _cancel_batch_timer(self) -> None:
-        if self._batch_timer is not None and self._batch_timer.active():
-            self._batch_timer.cancel()
-        self._batch_timer = None
-        self._batch_due = False
+    def _take_batch(self, size: int) -> list[Item]:
+        return [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
 
     # -- consuming -------------------------------------------------------------
 
     def _start(self, items: list[Item]) -> None:
-        events = [i.event for i in items if i.event is not None]
         self._observer.consume_started(self.queue, len(items))
         started = self._clock.seconds()
         try:
-            if self._batched:
-                assert isinstance(self.worker, LoopQueueProcessingWorker)
-                result = self.worker.consume_batch(events)
-            else:
-                assert isinstance(self.worker, QueueProcessingWorker)
-                result = self.worker.consume(events[0])
+            result = self._consume(items)
         except Exception:  # noqa: BLE001 - the consumer's failure, handled like any other
             self._complete(Failure(), items, started)
             return
@@ -241,8 +243,7 @@ class QueueRunner:
         if not isinstance(result, Deferred):
             self._complete(result, items, started)  # a plain value: no Deferred, no timer
             return
-        if self.settings.timeout is not None:
-            result.addTimeout(self.settings.timeout * len(items), self._clock)
+        self._limit.apply(result, len(items), self._clock)
         self._in_flight[result] = items
         result.addBoth(self._finished, result, started)
 
@@ -255,31 +256,25 @@ class QueueRunner:
 
     def _complete(self, result: object, items: list[Item], started: float) -> None:
         elapsed = self._clock.seconds() - started
-        if isinstance(result, Failure):
-            if result.check(TimeoutError) and self.settings.timeout is not None:
-                self.log.error(
-                    "Timed out in {queue} after {limit} seconds processing {n} events",
-                    queue=self.queue,
-                    limit=_seconds(self.settings.timeout * len(items)),
-                    n=len(items),
-                )
-            failures = [(item, result) for item in items]
-        elif isinstance(result, BatchFailures):
-            failures = [(items[i], Failure(exc)) for i, exc in sorted(result.failures.items()) if 0 <= i < len(items)]
-        else:  # success: the hot path
-            self._ack(items)
+        failed = failures_of(result, len(items))
+        if failed is None:  # success: the hot path
+            ack(items)
             self._observer.consumed(self.queue, len(items), elapsed)
-            self._after_settle()
+            self._settled()
             return
-        failed = {id(item) for item, _ in failures}
-        succeeded = [item for item in items if id(item) not in failed]
-        self._ack(succeeded)
+        if isinstance(result, Failure) and self._limit.expired(result):
+            self._limit.report(self.log, self.queue, len(items))
+        failures = [(items[i], failure) for i, failure in failed]
+        failed_ids = {id(item) for item, _ in failures}
+        succeeded = [item for item in items if id(item) not in failed_ids]
+        ack(succeeded)
         self._observer.consumed(self.queue, len(succeeded), elapsed)
         if failures:
-            self._handle_failures(failures)
-        self._after_settle()
+            self._settler.failed(failures)
+        self._settled()
 
-    def _after_settle(self) -> None:
+    def _settled(self) -> None:
+        """Deliveries were let go: start more work, notice idleness, finish a drain."""
         if not self._stopping:
             self._pump()
         if not self._pending and not self._in_flight and self._idle_check is None:
@@ -294,137 +289,6 @@ class QueueRunner:
         if not self._pending and not self._in_flight:
             self._observer.idle(self.queue)
 
-    def _ack(self, items: Sequence[Item]) -> None:
-        if len(items) == 1:
-            items[0].delivery.channel.ack((items[0].delivery.tag,))
-            return
-        by_channel: dict[ConsumerChannel, list[int]] = {}
-        for item in items:
-            by_channel.setdefault(item.channel, []).append(item.delivery.tag)
-        for channel, tags in by_channel.items():
-            channel.ack(tags)
-
-    # -- failures ----------------------------------------------------------------
-
-    def _handle_failures(self, failures: Sequence[tuple[Item, Failure]]) -> None:
-        give_up: dict[Outcome, list[tuple[Item, Failure]]] = {}
-        for item, failure in failures:
-            outcome = classify(failure, self.settings.retry_unexpected)
-            if outcome is Outcome.INTERRUPT:
-                self._ack([item])
-                continue
-            self._observer.failed(self.queue, 1, outcome.value)
-            if outcome is Outcome.RETRY:
-                assert item.event is not None
-                attempt = next_attempt(item.event.get("failed_tries"), self.settings.max_retries)
-                if attempt is not None:
-                    self._schedule_retry(item, attempt, failure)
-                    continue
-            give_up.setdefault(outcome, []).append((item, failure))
-        for outcome, group in give_up.items():
-            self._give_up(group, outcome)
-
-    def _schedule_retry(self, item: Item, attempt: int, failure: Failure) -> None:
-        delay = self.settings.backoff.delay(attempt, self._rand)
-        self.log.info(
-            "Retrying {queue} event in {delay:.1f}s (attempt {attempt}): {error}",
-            queue=self.queue,
-            delay=delay,
-            attempt=attempt + 1,
-            error=_describe(failure),
-        )
-        self._observer.retried(self.queue, delay)
-        self._retries[item] = self._clock.callLater(delay, self._republish, item, attempt)
-
-    def _republish(self, item: Item, attempt: int) -> None:
-        self._retries.pop(item, None)
-        if not item.channel.is_open:
-            return  # the broker redelivers the original
-        assert item.event is not None
-        event = dict(item.event, failed_tries=attempt)
-        first = item.delivery.headers.get(H_FIRST) or iso_time(self._clock.seconds())
-        self._settling.add(item)
-        d = self._broker.publish(
-            self.queue, json.dumps(event).encode(), {H_FIRST: first}, timeout=self.settings.publish_timeout
-        )
-
-        def published(_: object) -> None:
-            self._settling.discard(item)
-            self._ack([item])
-            self._after_settle()
-
-        def not_published(failure: Failure) -> None:
-            self._settling.discard(item)
-            self.log.error(
-                "Could not re-publish a {queue} event for retry: {error}", queue=self.queue, error=_describe(failure)
-            )
-            if self._stopping or not item.channel.is_open:
-                item.delivery.nack(requeue=True)
-                self._after_settle()
-            else:
-                self._retries[item] = self._clock.callLater(
-                    self.settings.backoff.delay(attempt, self._rand), self._republish, item, attempt
-                )
-
-        d.addCallbacks(published, not_published)
-
-    def _give_up(self, group: Sequence[tuple[Item, Failure]], outcome: Outcome) -> None:
-        """Run the failure handler, write the error file, dead-letter, then ack."""
-        reason = REASONS[outcome]
-        events = [item.event for item, _ in group if item.event is not None]
-        for item, failure in group:
-            if item.event is None:
-                continue
-            if outcome is not Outcome.TIMEOUT:
-                self.log.failure(
-                    "Problem handling data on queue {queue}", failure, queue=self.queue, event=redact_event(item.event)
-                )
-            handled = maybeDeferred(self.worker.on_give_up, item.event, failure, reason)
-            handled.addErrback(lambda f: self.log.failure("Failure handler of {queue} failed", f, queue=self.queue))
-        by_failure: dict[int, tuple[Failure, list[dict[str, Any]]]] = {}
-        for item, failure in group:
-            if item.event is not None:
-                by_failure.setdefault(id(failure), (failure, []))[1].append(item.event)
-        for failure, failed_events in by_failure.values():
-            self._observer.gave_up(self.queue, failed_events, failure, reason)
-        raw = [_raw(item) for item, _ in group if item.event is None]
-        self._deadletters.write_error_file(self.queue, [*events, *raw])
-        letters = [
-            DeadLetter(
-                queue=self.queue,
-                body=item.delivery.body,
-                event=item.event,
-                reason=reason,
-                exception=_exception_name(failure),
-                message=str(failure.value),
-                attempts=_attempts(item),
-                first_failure=item.delivery.headers.get(H_FIRST),
-            )
-            for item, failure in group
-        ]
-        items = [item for item, _ in group]
-        self._settling.update(items)
-
-        def done(_: object) -> None:
-            self._settling.difference_update(items)
-            self._ack(items)
-            self._observer.dead_lettered(self.queue, len(items), reason)
-            self._after_settle()
-
-        def not_done(failure: Failure) -> None:
-            self._settling.difference_update(items)
-            self.log.error(
-                "Could not dead-letter {n} {queue} events ({error}); returning them to the queue",
-                n=len(items),
-                queue=self.queue,
-                error=_describe(failure),
-            )
-            for item in items:
-                item.delivery.nack(requeue=True)
-            self._after_settle()
-
-        self._deadletters.publish(letters).addCallbacks(done, not_done)
-
     # -- stopping ----------------------------------------------------------------
 
     def stop(self, drain_timeout: float) -> Deferred[None]:
@@ -434,22 +298,19 @@ class QueueRunner:
         channel = self._channel
         if channel is not None and channel.is_open:
             channel.cancel().addErrback(lambda f: None)
-        if self._batched:
+        if self._batch is not None:
             while self._pending:
-                self._start([self._pending.popleft() for _ in range(min(self.settings.batch_size, len(self._pending)))])
-        self._cancel_batch_timer()
+                self._start(self._take_batch(self._batch.size))
+            self._batch.reset()
         if self._idle_check is not None and self._idle_check.active():
             self._idle_check.cancel()
             self._idle_check = None
-        while self._pending:
-            self._pending.popleft().delivery.nack(requeue=True)
-        for item, call in list(self._retries.items()):
-            call.cancel()
-            item.delivery.nack(requeue=True)
-        self._retries.clear()
+        requeue(self._pending)
+        self._pending.clear()
+        self._settler.stop()
         d: Deferred[None] = Deferred()
         self._drained.append(d)
-        timer: DelayedCall = self._clock.callLater(drain_timeout, self._abandon, drain_timeout)  # type: ignore[assignment]
+        timer = self._clock.callLater(drain_timeout, self._abandon, drain_timeout)
 
         def finished(result: None) -> None:
             if timer.active():
@@ -472,38 +333,22 @@ class QueueRunner:
             )
         self._in_flight.clear()
         for d, items in running:
-            for item in items:
-                item.delivery.nack(requeue=True)
+            requeue(items)
             d.cancel()
-        for item in list(self._settling):
-            item.delivery.nack(requeue=True)
-        self._settling.clear()
+        self._settler.abandon()
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._stopping and not self._in_flight and not self._settling and not self._retries:
+        if self._stopping and not self._in_flight and not self._settler.held:
             waiting, self._drained = self._drained, []
             for d in waiting:
                 d.callback(None)
 
 
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _exception_name(failure: Failure) -> str:
-    cls = failure.type
-    return getattr(cls, "__qualname__", str(cls))
-
-
-def _describe(failure: Failure) -> str:
-    return f"{_exception_name(failure)}: {failure.value}"
-
-
-def _attempts(item: Item) -> int:
-    tries = item.event.get("failed_tries", 0) if item.event is not None else 0
-    return (tries if isinstance(tries, int) and not isinstance(tries, bool) else 0) + 1
-
-
-def _raw(item: Item) -> str:
-    return item.delivery.body[:1000].decode("utf-8", "replace")
+def _consumer_of(worker: QueueWorker) -> Callable[[Sequence[Item]], object]:
+    """How to hand a consume's items to ``worker``: one event to consume(), or a batch to consume_batch()."""
+    if worker.batched:
+        consume_batch = cast(LoopQueueProcessingWorker, worker).consume_batch
+        return lambda items: consume_batch([i.event for i in items if i.event is not None])
+    consume = cast(QueueProcessingWorker, worker).consume
+    return lambda items: consume(items[0].event)  # type: ignore[arg-type] # a pending item always has its event

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from zqtwisted.config import QueueSettings
+from zqtwisted.runtime.consumer import QueueWorker
 from zqtwisted.runtime.retry import BackoffPolicy
-from zqtwisted.runtime.worker import LoopQueueProcessingWorker, QueueWorker
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,14 @@ class RunnerSettings:
     @classmethod
     def resolve(cls, worker: type[QueueWorker], qs: QueueSettings, publish_timeout: float = 30.0) -> RunnerSettings:
         """Combine the worker class's defaults with the queue's configuration."""
-        batched = issubclass(worker, LoopQueueProcessingWorker)
+        batched = worker.batched
         batch_size = (qs.batch_size or worker.batch_size) if batched else 1  # type: ignore[attr-defined]
         sleep_delay = qs.sleep_delay if qs.sleep_delay is not None else getattr(worker, "sleep_delay", 1.0)
         prefetch = qs.prefetch or worker.prefetch
         if batched:
             prefetch = max(prefetch, batch_size)
-        if qs.max_consume_seconds == "none":
-            timeout: float | None = None
-        elif qs.max_consume_seconds == "default":
-            timeout = worker.max_consume_seconds
-        else:
-            timeout = float(qs.max_consume_seconds)
+        limit = qs.max_consume_seconds
+        timeout = worker.max_consume_seconds if limit is None else limit.seconds
         return cls(
             prefetch=prefetch,
             concurrency=qs.concurrency or worker.concurrency,

@@ -2,44 +2,56 @@
 
 Start: start each worker, then the broker connection; on every new connection
 each runner declares its queue and re-attaches.  Stop: drain the runners (bounded
-by the drain timeout), stop the workers, then close the connection.
+by the drain timeout), stop the workers, close the shared resources (HTTP pools,
+...), then close the connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.runtime.broker import Broker, BrokerSession
-from zqtwisted.runtime.publisher import Publisher, set_default_publisher
 from zqtwisted.runtime.runner import QueueRunner
 
 
+class BrokerService(Broker, Protocol):
+    """A broker that is also started and stopped as a service (AMQPBroker, MemoryBroker)."""
+
+    def startService(self) -> None: ...
+
+    def stopService(self) -> Deferred[None] | None: ...
+
+
+class Closeable(Protocol):
+    """What the workers share and the service releases once they stopped (:class:`zqtwisted.resources.Resources`)."""
+
+    def close(self) -> Deferred[None]: ...
+
+
 class WorkerService(MultiService):
-    """Owns the runners; the broker and other services are its children."""
+    """Owns the runners and the broker connection; other services are its children."""
 
     log = Logger()
 
     def __init__(
         self,
-        broker: Broker,
-        broker_service: Service,
+        broker: BrokerService,
         runners: Sequence[QueueRunner],
-        publisher: Publisher,
         drain_timeout: float,
         on_fatal: Callable[[], None],
+        resources: Closeable | None = None,
     ) -> None:
         super().__init__()
         self.broker = broker
         self.runners = list(runners)
-        self.publisher = publisher
         self.drain_timeout = drain_timeout
-        self._broker_service = broker_service
+        self.resources = resources
         self._on_fatal = on_fatal
         self._workers_started = False
         self._waiting_for_workers: list[Deferred[None]] = []
@@ -51,12 +63,11 @@ class WorkerService(MultiService):
         return self.broker.current_session() is not None and all(r.attached for r in self.runners)
 
     def startService(self) -> None:
-        set_default_publisher(self.publisher)
         self.log.info("Starting workers for {queues}", queues=", ".join(r.queue for r in self.runners))
         started = gatherResults([maybeDeferred(r.worker.start) for r in self.runners], consumeErrors=True)
         started.addCallbacks(self._workers_ready, self._start_failed)
         super().startService()
-        self._broker_service.startService()
+        self.broker.startService()
 
     def _workers_ready(self, _: object) -> None:
         self._workers_started = True
@@ -65,7 +76,7 @@ class WorkerService(MultiService):
             d.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
-        if failure.check(FirstError):
+        if isinstance(failure.value, FirstError):
             failure = failure.value.subFailure  # the worker's own error, not gatherResults' wrapper
         self.log.failure("A worker failed to start; stopping", failure)
         self._on_fatal()
@@ -94,12 +105,17 @@ class WorkerService(MultiService):
         def stop_workers(_: object) -> Deferred[Any]:
             return DeferredList([maybeDeferred(r.worker.stop) for r in self.runners], consumeErrors=True)
 
+        def close_resources(_: object) -> Deferred[Any] | None:
+            if self.resources is None:
+                return None
+            closing: Deferred[Any] = maybeDeferred(self.resources.close)
+            return closing.addErrback(lambda f: self.log.failure("Closing the shared resources failed", f))
+
         def stop_children(_: object) -> Deferred[Any]:
-            set_default_publisher(None)
             return DeferredList(
-                [maybeDeferred(self._broker_service.stopService), maybeDeferred(MultiService.stopService, self)],
+                [maybeDeferred(self.broker.stopService), maybeDeferred(MultiService.stopService, self)],
                 consumeErrors=True,
             )
 
-        done: Deferred[Any] = drained.addCallback(stop_workers).addCallback(stop_children)
+        done: Deferred[Any] = drained.addCallback(stop_workers).addCallback(close_resources).addCallback(stop_children)
         return done.addCallback(lambda _: None)

@@ -1,8 +1,9 @@
 """The HTTP client of outgoing webhooks: deadlines, size caps, per-host slots.
 
 A :class:`WebhookClient` is a treq ``HTTPClient`` over an injected Agent (in
-production: one persistent ``HTTPConnectionPool`` and the SSRF-guarded endpoint
-factory).  Every POST:
+production: the SSRF-guarded endpoint factory over a persistent
+``HTTPConnectionPool`` shared through :class:`zqtwisted.resources.Resources`,
+which owns and closes it).  Every POST:
 
 * waits for one of its host's ``per_host_concurrency`` slots (so one slow bot
   server cannot hold every request the process has in flight);
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
@@ -31,9 +33,8 @@ from twisted.internet.error import (
     ConnectionLost,
     DNSLookupError,
 )
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IHostnameResolver, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -50,6 +51,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from zqtwisted._version import __version__
+from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.webhooks.guard import DisallowedNetworkError, GuardedEndpointFactory, NetworkGuard
 from zqtwisted.webhooks.settings import MIB, OutgoingWebhookSettings
 
@@ -66,6 +68,19 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     RequestTransmissionFailed,
     RequestNotSent,
 )
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a persistent connection pool keeps its connections (applied when the pool is built)."""
+
+    # Idle connections kept per host (Twisted's maxPersistentPerHost).
+    max_per_host: int = 2
+    # Idle connections are closed after this many seconds.
+    idle_timeout: float = 240.0
+    # Whether Twisted silently retries a request whose reused connection was closed
+    # (Zulip does no HTTP-level retries).
+    retry: bool = False
 
 
 class WebhookError(Exception):
@@ -103,6 +118,16 @@ class WebhookResponse:
     content_type: str | None = None
 
 
+class Poster(TypingProtocol):
+    """What a caller needs of :class:`WebhookClient`: a POST with a deadline (``timeout`` seconds)."""
+
+    timeout: float
+
+    def post(
+        self, url: str, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> Deferred[WebhookResponse]: ...
+
+
 def user_agent(version: str = "") -> str:
     return USER_AGENT.format(version=version or __version__)
 
@@ -120,10 +145,8 @@ class WebhookClient:
         per_host_concurrency: int = 25,
         follow_redirects: bool = False,
         user_agent: str = user_agent(),
-        pool: HTTPConnectionPool | None = None,
     ) -> None:
         self._clock = clock
-        self._pool = pool
         self._http = HTTPClient(
             _IdentityEncodingAgent(agent), cookiejar=_no_cookies(), data_to_body_producer=BytesProducer
         )
@@ -146,17 +169,6 @@ class WebhookClient:
     def in_flight(self, url: str) -> int:
         """Requests holding a slot of ``url``'s host (for tests and metrics)."""
         return self._slots.busy(host_key(url))
-
-    def close(self) -> Deferred[None]:
-        """Close the idle persistent connections.
-
-        One reactor turn first: a response that has just completed returns its
-        connection to the pool only after its readers have run.
-        """
-        pool = self._pool
-        if pool is None:
-            return succeed(None)
-        return deferLater(self._clock, 0, pool.closeCachedConnections)
 
     async def _post(self, url: str, body: bytes, content_type: str, extra: Mapping[str, str]) -> WebhookResponse:
         key = host_key(url)
@@ -207,14 +219,25 @@ class WebhookClient:
         return d.addCallback(got_response).addErrback(_as_cancellation)
 
 
+def webhook_pool_options(settings: OutgoingWebhookSettings) -> PoolOptions:
+    """How the webhooks' shared pool keeps connections: one idle connection per slot, no silent retry."""
+    return PoolOptions(
+        max_per_host=settings.per_host_concurrency, idle_timeout=settings.idle_connection_timeout, retry=False
+    )
+
+
 def build_webhook_client(
-    reactor: Any, settings: OutgoingWebhookSettings, *, resolver: Any = None, guarded: bool = True
+    reactor: IConnectingReactor,
+    settings: OutgoingWebhookSettings,
+    pool: HTTPConnectionPool,
+    *,
+    resolver: IHostnameResolver | None = None,
+    guarded: bool = True,
 ) -> WebhookClient:
-    """The production client: one persistent pool, the SSRF guard on every connection."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = settings.per_host_concurrency
-    pool.cachedConnectionTimeout = settings.idle_connection_timeout  # type: ignore[assignment]
-    pool.retryAutomatically = False  # Zulip does no HTTP-level retries
+    """The production client over the shared ``pool``, the SSRF guard on every connection.
+
+    The pool belongs to its owner (:class:`zqtwisted.resources.Resources`), which closes it.
+    """
     if guarded:
         factory = GuardedEndpointFactory(
             reactor, NetworkGuard(settings.allow_networks), resolver=resolver, connect_timeout=settings.timeout
@@ -230,7 +253,6 @@ def build_webhook_client(
         per_host_concurrency=settings.per_host_concurrency,
         follow_redirects=settings.follow_redirects,
         user_agent=user_agent(settings.user_agent_version),
-        pool=pool,
     )
 
 

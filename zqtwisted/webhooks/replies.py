@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,9 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from zqtwisted._version import __version__
 from zqtwisted.errors import PermanentError, TransientError
-from zqtwisted.webhooks.client import WebhookClient, WebhookError, WebhookResponse
+from zqtwisted.runtime.consumer import JsonPublisher
+from zqtwisted.runtime.reactor import IConnectingReactor
+from zqtwisted.webhooks.client import PoolOptions, WebhookClient, WebhookError, WebhookResponse
 from zqtwisted.webhooks.payload import FORM_CONTENT_TYPE, encode_form, topic_of
 from zqtwisted.webhooks.response import decode_text
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
@@ -36,6 +38,8 @@ OWNER_NOTICE = "bot_owner_notice"
 REPLY_EVENT_TYPE = "outgoing_webhook_response"
 REST_CLIENT_NAME = "OutgoingWebhookResponse"
 BOT_UNAVAILABLE = "Bot is unavailable"
+# Requests in flight to Zulip's API at most (the REST sink's per-host cap).
+REST_CONCURRENCY = 100
 
 
 @dataclass(frozen=True)
@@ -183,16 +187,9 @@ class ReplySink(Protocol):
     def send(self, reply: Reply) -> Deferred[None]:
         """Deliver ``reply``; fail with TransientError to have the event retried."""
 
-    def close(self) -> Deferred[None]:
-        """Release connections."""
-
 
 class ReplyRejected(PermanentError):
     """Zulip refused the reply (4xx): trying again would not help."""
-
-
-class JsonPublisher(Protocol):
-    def publish_json(self, queue: str, event: Mapping[str, Any]) -> Deferred[None]: ...
 
 
 class QueueReplySink:
@@ -209,9 +206,6 @@ class QueueReplySink:
             return Failure(TransientError(f"could not publish the reply to {self.queue}: {failure.getErrorMessage()}"))
 
         return d.addErrback(unpublished)
-
-    def close(self) -> Deferred[None]:
-        return succeed(None)
 
 
 class RestReplySink:
@@ -258,9 +252,6 @@ class RestReplySink:
             return Failure(TransientError(f"could not post the reply: {failure.getErrorMessage()}"))
         return failure
 
-    def close(self) -> Deferred[None]:
-        return self._client.close()
-
 
 def rest_fields(reply: Reply) -> list[tuple[str, Any]] | None:
     """The form fields of ``POST /api/v1/messages`` for ``reply`` (None: no address)."""
@@ -272,20 +263,28 @@ def rest_fields(reply: Reply) -> list[tuple[str, Any]] | None:
     return None
 
 
-def build_reply_sink(reactor: Any, settings: OutgoingWebhookSettings, publisher: JsonPublisher | None) -> ReplySink:
-    """The sink the configuration asks for."""
+def rest_pool_options(settings: OutgoingWebhookSettings) -> PoolOptions:
+    """How the REST sink's shared pool keeps its connections to Zulip."""
+    return PoolOptions(max_per_host=REST_CONCURRENCY, idle_timeout=settings.idle_connection_timeout)
+
+
+def build_rest_client(
+    reactor: IConnectingReactor, settings: OutgoingWebhookSettings, pool: HTTPConnectionPool
+) -> WebhookClient:
+    """The client of the REST sink, over the shared ``pool`` (its owner closes it)."""
+    return WebhookClient(
+        reactor,
+        Agent(reactor, connectTimeout=settings.rest_timeout, pool=pool),
+        timeout=settings.rest_timeout,
+        per_host_concurrency=REST_CONCURRENCY,
+        user_agent=f"{REST_CLIENT_NAME}/{__version__}",
+    )
+
+
+def build_reply_sink(
+    settings: OutgoingWebhookSettings, publisher: JsonPublisher, rest_client: Callable[[], WebhookClient]
+) -> ReplySink:
+    """The sink the configuration asks for; ``rest_client`` is called only for the REST sink."""
     if settings.reply_sink == "rest":
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        pool.cachedConnectionTimeout = settings.idle_connection_timeout  # type: ignore[assignment]
-        client = WebhookClient(
-            reactor,
-            Agent(reactor, connectTimeout=settings.rest_timeout, pool=pool),
-            timeout=settings.rest_timeout,
-            per_host_concurrency=100,
-            user_agent=f"{REST_CLIENT_NAME}/{__version__}",
-            pool=pool,
-        )
-        return RestReplySink(client, settings.site, settings.api_keys())
-    if publisher is None:
-        raise ValueError("the queue reply sink needs a publisher")
+        return RestReplySink(rest_client(), settings.site, settings.api_keys())
     return QueueReplySink(publisher, settings.reply_queue)

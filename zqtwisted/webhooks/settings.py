@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from zqtwisted.config import ConfigError, config_section
+from zqtwisted.config import ConfigError
 
 MIB = 1024 * 1024
 REPLY_SINKS = ("queue", "rest")
@@ -22,7 +22,6 @@ def _no_keys() -> Mapping[str, str]:
     return types.MappingProxyType({})
 
 
-@config_section("outgoing_webhooks")
 @dataclass(frozen=True)
 class OutgoingWebhookSettings:
     """How bot webhooks are called and where their replies go.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
@@ -24,17 +24,26 @@ def inline(f: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Deferre
     return run
 
 
-class BrokerContract:
+if TYPE_CHECKING:
+    from twisted.trial.unittest import TestCase
+
+    _ContractBase = TestCase
+else:
+    _ContractBase = object
+
+
+class BrokerContract(_ContractBase):
     """Mixin for a trial TestCase; ``self.broker`` is started in setUp."""
 
     broker: Broker
+    queues: list[str]  # declared queues, deleted after the test
 
     # -- provided by subclasses ---------------------------------------------------
 
     def make_broker(self) -> Broker:
         raise NotImplementedError
 
-    async def drop_connection(self) -> None:
+    async def drop_connection(self, reconnect: bool = True) -> None:
         raise NotImplementedError
 
     async def settle(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:

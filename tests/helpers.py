@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -21,6 +21,8 @@ from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.publisher import Publisher
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
 from zqtwisted.testing import MemoryBroker
+
+W = TypeVar("W", bound=QueueWorker)
 
 
 @dataclass
@@ -36,15 +38,15 @@ class RecordingObserver:
         return [name for name, _ in self.calls]
 
 
-class Harness:
+class Harness(Generic[W]):
     """A QueueRunner for ``worker_cls`` on a MemoryBroker driven by a Clock."""
 
     def __init__(
         self,
-        worker_cls: type[QueueWorker],
+        worker_cls: type[W],
         queue: str = "q",
         rand: float = 1.0,
-        build: Callable[[WorkerContext], QueueWorker] | None = None,
+        build: Callable[[WorkerContext], W] | None = None,
         **settings: Any,
     ) -> None:
         """``build`` makes the worker from its context (with its collaborators); default: ``worker_cls(context)``."""

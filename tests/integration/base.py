@@ -29,7 +29,7 @@ ITEST_QUEUES = ("zq_itest_record", "zq_itest_flaky", "zq_itest_batch", "zq_itest
 class IntegrationCase(unittest.TestCase):
     timeout = 180
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]  # trial waits on a Deferred from setUp
         require_rabbitmq(self)
         self.tmp = tempfile.mkdtemp(prefix="zqtest-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
@@ -50,7 +50,7 @@ class IntegrationCase(unittest.TestCase):
                 await session.declare_queue(name)
                 await session.purge(name)
 
-    def tearDown(self) -> Deferred[None]:
+    def tearDown(self) -> Deferred[None]:  # type: ignore[override]  # trial waits on a Deferred from tearDown
         return ensureDeferred(self._teardown())
 
     async def _teardown(self) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IListeningPort, ITCPTransport
 from twisted.protocols import portforward
 
 
@@ -32,20 +33,25 @@ class CuttableProxy(portforward.ProxyFactory):
         self.listen_port = 0
 
     def start(self) -> int:
-        self.listening = self.reactor.listenTCP(self.listen_port, self, interface="127.0.0.1")
-        self.listen_port = self.listening.getHost().port
+        listening: IListeningPort = self.reactor.listenTCP(self.listen_port, self, interface="127.0.0.1")
+        self.listening = listening
+        address = listening.getHost()
+        assert isinstance(address, IPv4Address)
+        self.listen_port = address.port
         return self.listen_port
 
     def cut(self) -> None:
         for server in list(self.servers):
-            server.transport.abortConnection()
+            cast(ITCPTransport, server.transport).abortConnection()
             if server.peer is not None and server.peer.transport is not None:
-                server.peer.transport.abortConnection()
+                cast(ITCPTransport, server.peer.transport).abortConnection()
 
     async def refuse(self) -> None:
         """Stop listening: new connections are refused until ``start()``."""
         if self.listening is not None:
-            await self.listening.stopListening()
+            stopped = self.listening.stopListening()
+            if stopped is not None:
+                await stopped
             self.listening = None
         self.cut()
 

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
@@ -44,9 +45,7 @@ class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
         await self.amqp.stopService()
         await self.proxy.stop()
 
-    def tearDown(self) -> object:
-        from twisted.internet.defer import ensureDeferred
-
+    def tearDown(self) -> Deferred[None]:  # type: ignore[override]  # trial waits on a Deferred from tearDown
         return ensureDeferred(self._cleanup())
 
     async def drop_connection(self, reconnect: bool = True) -> None:

@@ -26,7 +26,7 @@ class BlockingPublisherTests(unittest.TestCase):
         self.channel = self.connection.channel()
 
     def bodies(self) -> list[dict[str, object]]:
-        out = []
+        out: list[dict[str, object]] = []
         while True:
             method, _props, body = self.channel.basic_get(self.queue, auto_ack=True)
             if method is None:

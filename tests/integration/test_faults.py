@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, TypedDict
 
 import treq
 from twisted.internet import reactor
@@ -24,7 +25,14 @@ from zqtwisted.config import ConsumeLimit, QueueSettings
 from zqtwisted.runtime.deadletter import failed_queue
 
 REPO = Path(__file__).resolve().parents[2]
-FAST_RETRIES = {"retry_base": 0.01, "retry_cap": 0.2}
+
+
+class _Retries(TypedDict):
+    retry_base: float
+    retry_cap: float
+
+
+FAST_RETRIES: _Retries = {"retry_base": 0.01, "retry_cap": 0.2}
 
 
 class FaultTests(IntegrationCase):
@@ -71,7 +79,12 @@ class FaultTests(IntegrationCase):
         """Permanent errors, timeouts and malformed bodies go to .failed with their reason; replay brings them back."""
         config = self.config(zq_itest_faulty=QueueSettings(max_consume_seconds=ConsumeLimit(0.5)))
         service = await self.start(["zq_itest_faulty"], config)
-        events = [{"id": 1}, {"id": 2, "fault": "permanent"}, {"id": 3, "fault": "hang"}, {"id": 4}]
+        events: list[dict[str, Any]] = [
+            {"id": 1},
+            {"id": 2, "fault": "permanent"},
+            {"id": 3, "fault": "hang"},
+            {"id": 4},
+        ]
         await self.publish("zq_itest_faulty", events)
         session = await self.direct.session(30)
         for raw in (b"{not json", b"[1, 2, 3]"):
@@ -104,9 +117,10 @@ class FaultTests(IntegrationCase):
         config = Path(self.tmp) / "zqctl.toml"
         config.write_text('[workers]\nconsumer_modules = ["tests.integration.workers"]\n')
         env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(config)}
-        out, err, code = await getProcessOutputAndValue(
+        result: tuple[bytes, bytes, int] = await getProcessOutputAndValue(
             sys.executable, ["-c", "from zqtwisted.cli.zqctl import main; main()", *args], env=env
         )
+        out, err, code = result
         self.assertEqual(code, 0, err.decode())
         return out.decode()
 

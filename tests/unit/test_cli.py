@@ -33,7 +33,9 @@ class CliTests(unittest.TestCase):
         self.clock = Clock()
         self.broker = MemoryBroker(self.clock)
         self.broker.startService()
-        self.session = self.broker.current_session()
+        session = self.broker.current_session()
+        assert session is not None
+        self.session = session
         self.tmp = tempfile.mkdtemp()
         self.config = Config(paths=PathSettings(stats_dir=self.tmp, error_dir=self.tmp))
 

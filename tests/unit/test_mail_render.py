@@ -264,7 +264,7 @@ class ValidateTests(TestCase):
     def test_wrong_types(self) -> None:
         """Fields of the wrong type are MalformedEventErrors."""
         base = {"template_prefix": "t/x", "to_emails": ["a@example.com"]}
-        for change in [
+        changes: list[dict[str, object]] = [
             {"to_emails": "a@example.com"},
             {"to_emails": [1]},
             {"context": []},
@@ -273,7 +273,8 @@ class ValidateTests(TestCase):
             {"from_name": 3},
             {"headers": {"X-A": 1}},
             {"template_prefix": ""},
-        ]:
+        ]
+        for change in changes:
             with self.assertRaises(MalformedEventError, msg=str(change)):
                 validate({**base, **change})
 

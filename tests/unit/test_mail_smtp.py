@@ -54,6 +54,22 @@ class FakeTransport(StringTransport):
         self.aborted = True
         self._schedule_lost()
 
+    # The rest of ITCPTransport (which ITLSTransport extends); the client never calls these.
+    def loseWriteConnection(self) -> None:
+        raise NotImplementedError
+
+    def getTcpNoDelay(self) -> bool:
+        return False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        raise NotImplementedError
+
+    def getTcpKeepAlive(self) -> bool:
+        return False
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        raise NotImplementedError
+
     def drop(self) -> None:
         """The peer closed the connection."""
         self._schedule_lost()
@@ -72,7 +88,7 @@ class Server:
         self.protocol, self.transport = protocol, transport
 
     def take(self) -> bytes:
-        data = self.transport.value()
+        data: bytes = self.transport.value()
         self.transport.clear()
         return data
 
@@ -265,7 +281,7 @@ class SendTests(TransportTestCase):
     def test_max_messages_per_connection(self) -> None:
         """After max_messages_per_connection messages the connection is QUIT and a new one opened."""
         transport, connector, _clock = self.make(max_messages_per_connection=2)
-        server1 = None
+        server1: Server | None = None
         for _ in range(2):
             d = transport.send(ENVELOPE, DATA)
             if server1 is None:
@@ -273,6 +289,7 @@ class SendTests(TransportTestCase):
             server1.transaction()
             self.successResultOf(d)
         d = transport.send(ENVELOPE, DATA)
+        assert server1 is not None
         self.assertEqual(server1.lines(), [b"QUIT"])
         connector.ready().transaction()
         self.successResultOf(d)

@@ -93,7 +93,9 @@ class GroupingTests(unittest.TestCase):
         message = renderer.render(email, now=1_700_000_000)
         self.assertEqual(message["Subject"], "#Verona > Lunch")
         self.assertEqual(message["To"], "hamlet@example.com")
-        text = message.get_body(("plain",)).get_content()
+        plain = message.get_body(("plain",))
+        assert plain is not None
+        text = plain.get_content()
         self.assertIn("Hello Hamlet", text)
         self.assertIn("message 1", text)
         self.assertIn("Iago:", text)

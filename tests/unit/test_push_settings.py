@@ -32,7 +32,7 @@ class PushSettingsTests(TestCase):
 
     def test_bouncer_requirements(self) -> None:
         """The bouncer backend needs bouncer_url, server_uuid and an API key; errors name the key."""
-        cases = [
+        cases: list[tuple[dict[str, object], str]] = [
             ({"backend": "bouncer"}, "push.bouncer_url: required"),
             ({"bouncer_url": "https://push.example.com", "api_key": "k"}, "push.server_uuid: required"),
             ({"bouncer_url": "https://push.example.com", "server_uuid": "u"}, "push.api_key: required"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol, cast
 
 import treq
+from treq.response import _Response
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from tests.unit.test_push_payload import dm_event
@@ -22,10 +24,19 @@ def body() -> dict[str, Any]:
     return build_notification(parse_event(dm_event())).request_body()
 
 
+class _StubHTTP(Protocol):
+    """What the tests use of a StubTreq."""
+
+    def post(self, url: str, *, data: bytes, headers: dict[str, str]) -> Deferred[_Response]: ...
+
+    def flush(self) -> None: ...
+
+
 class FakeBouncerTests(TestCase):
     def setUp(self) -> None:
         self.bouncer = FakeBouncer({"uuid-1": "key-1"})
-        self.http = StubTreq(self.bouncer)
+        # StubTreq sets treq's functions on itself at runtime, out of mypy's sight.
+        self.http = cast(_StubHTTP, StubTreq(self.bouncer))
 
     def post(self, data: Any, auth: str = GOOD_AUTH, url: str = URL, content_type: str = "application/json") -> Any:
         payload = data if isinstance(data, bytes) else json.dumps(data).encode()

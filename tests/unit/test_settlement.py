@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.trial import unittest
 
@@ -23,7 +23,10 @@ class Flaky(Failing):
     error = TransientError("later")
 
 
-def publish_then_hold(h: Harness, event: Event) -> None:
+W = TypeVar("W", bound=QueueProcessingWorker)
+
+
+def publish_then_hold(h: Harness[W], event: Event) -> None:
     """Publish ``event`` (confirmed), then hold every later confirm, then deliver."""
     session = h.broker.current_session()
     assert session is not None

@@ -166,7 +166,13 @@ class StatsObserverTests(TestCase):
         """A queue emptying and refilling many times a second writes at most once a second, never late."""
         self.observer.start(["q"])
         writes: list[float] = []
-        self.observer._write = lambda q, w=self.observer._write: (writes.append(self.clock.seconds()), w(q))  # type: ignore[method-assign]
+        original = self.observer._write
+
+        def write(queue: str) -> None:
+            writes.append(self.clock.seconds())
+            original(queue)
+
+        self.observer._write = write  # type: ignore[method-assign]
         for _ in range(100):
             self.consume(seconds=0.001)
             self.observer.idle("q")

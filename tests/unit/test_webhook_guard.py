@@ -145,14 +145,14 @@ class GuardedEndpointTests(TestCase):
         """A name resolving only to refused addresses fails with DisallowedNetworkError, without connecting."""
         resolver = FakeResolver({"bots.example.com": [["127.0.0.1", "::1"]]})
         d = self.connect(resolver)
-        failure = self.failureResultOf(d, DisallowedNetworkError)  # type: ignore[arg-type]
+        failure = self.failureResultOf(d, DisallowedNetworkError)
         self.assertIn("127.0.0.1, ::1", str(failure.value))
         self.assertEqual(self.connected_hosts(), [])
 
     def test_ip_literals_are_checked_too(self) -> None:
         """A URL with a private IP literal is refused like a name."""
         resolver = FakeResolver({"169.254.169.254": [["169.254.169.254"]]})
-        self.failureResultOf(self.connect(resolver, host="169.254.169.254"), DisallowedNetworkError)  # type: ignore[arg-type]
+        self.failureResultOf(self.connect(resolver, host="169.254.169.254"), DisallowedNetworkError)
 
     def test_allowlisted_address_is_connected(self) -> None:
         """An address in allow_networks is connected to."""
@@ -162,7 +162,7 @@ class GuardedEndpointTests(TestCase):
 
     def test_unknown_name_is_a_dns_error_not_a_refusal(self) -> None:
         """A name with no addresses at all is a DNS failure, not a disallowed network."""
-        self.failureResultOf(self.connect(FakeResolver({})), DNSLookupError)  # type: ignore[arg-type]
+        self.failureResultOf(self.connect(FakeResolver({})), DNSLookupError)
 
     def test_dns_rebinding_cannot_bypass_the_check(self) -> None:
         """Each connection uses the addresses checked in its own lookup: a rebound answer is refused."""
@@ -170,7 +170,7 @@ class GuardedEndpointTests(TestCase):
         self.connect(resolver, host="rebind.example.com")
         self.assertEqual(self.connected_hosts(), [PUBLIC])
         d = self.connect(resolver, host="rebind.example.com")
-        self.failureResultOf(d, DisallowedNetworkError)  # type: ignore[arg-type]
+        self.failureResultOf(d, DisallowedNetworkError)
         self.assertEqual(self.connected_hosts(), [PUBLIC])
         self.assertEqual(resolver.lookups, ["rebind.example.com", "rebind.example.com"])
 
@@ -193,7 +193,7 @@ class EndpointFactoryTests(TestCase):
         """https:// URLs are guarded too, with TLS on top."""
         endpoint = self.factory.endpointForURI(URI.fromBytes(b"https://[fd00::1]/hook"))
         self.assertNotIsInstance(endpoint, GuardedHostnameEndpoint)
-        self.failureResultOf(endpoint.connect(Factory.forProtocol(Protocol)), DisallowedNetworkError)  # type: ignore[arg-type]
+        self.failureResultOf(endpoint.connect(Factory.forProtocol(Protocol)), DisallowedNetworkError)
 
     def test_other_schemes_are_refused(self) -> None:
         """Schemes other than http and https are not supported."""

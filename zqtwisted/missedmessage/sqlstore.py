@@ -166,7 +166,8 @@ class SQLStore:
     def _run(self, interaction: Any) -> Deferred[Any]:
         if self._pool is None:
             return fail(StoreClosed("the store is not open"))
-        return self._pool.runInteraction(interaction)
+        d: Deferred[Any] = self._pool.runInteraction(interaction)
+        return d
 
     def _close_pool(self) -> None:
         pool, self._pool = self._pool, None

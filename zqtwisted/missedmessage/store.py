@@ -23,16 +23,18 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from zqtwisted.runtime.shards import shard_of
+
 
 @dataclass(frozen=True)
 class Shard:
-    """The users a worker owns: ``user_profile_id % count == index - 1``."""
+    """The users a worker owns: those whose shard (:func:`zqtwisted.runtime.shards.shard_of`) is ``index``."""
 
     count: int
     index: int
 
     def owns(self, user_profile_id: int) -> bool:
-        return self.count <= 1 or user_profile_id % self.count == self.index - 1
+        return self.count <= 1 or shard_of(user_profile_id, self.count) == self.index
 
 
 @dataclass(frozen=True)

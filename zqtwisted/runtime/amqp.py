@@ -41,6 +41,7 @@ from zqtwisted.runtime.broker import (
     SessionWaiters,
 )
 from zqtwisted.runtime.reactor import ReactorLike
+from zqtwisted.runtime.reactor import untyped_deferred as _d
 from zqtwisted.runtime.retry import BackoffPolicy
 
 PERSISTENT = 2
@@ -188,7 +189,7 @@ class AMQPConsumerChannel:
         if not self.is_open or self._consumer_tag is None:
             return succeed(None)
         self._cancelled = True
-        return self._channel.basic_cancel(self._consumer_tag).addBoth(lambda _: None)
+        return _d(self._channel.basic_cancel(self._consumer_tag)).addBoth(lambda _: None)
 
     def when_closed(self) -> Deferred[None]:
         if self._closed:
@@ -226,9 +227,9 @@ class AMQPSession:
     @classmethod
     def open(cls, connection: TwistedProtocolConnection, clock: IReactorTime) -> Deferred[AMQPSession]:
         def confirming(channel: TwistedChannel) -> Deferred[AMQPSession]:
-            return channel.confirm_delivery().addCallback(lambda _: cls(connection, channel, clock))
+            return _d(channel.confirm_delivery()).addCallback(lambda _: cls(connection, channel, clock))
 
-        return connection.channel().addCallback(confirming)
+        return _d(connection.channel()).addCallback(confirming)
 
     @property
     def is_open(self) -> bool:
@@ -243,7 +244,7 @@ class AMQPSession:
         def declared(_: object) -> None:
             self._declared.add(name)
 
-        return channel.queue_declare(queue=name, durable=True).addCallback(declared)
+        return _d(channel.queue_declare(queue=name, durable=True)).addCallback(declared)
 
     def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
         holder: dict[str, AMQPConsumerChannel] = {}
@@ -262,7 +263,7 @@ class AMQPSession:
             consumer.start(queue_object, consumer_tag)
             return consumer
 
-        return self._connection.channel().addCallback(opened).addCallback(consuming)
+        return _d(self._connection.channel()).addCallback(opened).addCallback(consuming)
 
     def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
         if not self.is_open:
@@ -272,9 +273,8 @@ class AMQPSession:
         )
 
         def send(_: object) -> Deferred[None]:
-            return self._publish_channel.basic_publish(
-                exchange="", routing_key=queue, body=body, properties=properties, mandatory=True
-            )
+            publish = self._publish_channel.basic_publish
+            return _d(publish(exchange="", routing_key=queue, body=body, properties=properties, mandatory=True))
 
         d = self.declare_queue(queue).addCallback(send)
         return d.addCallbacks(lambda _: None, _publish_failed)
@@ -284,10 +284,10 @@ class AMQPSession:
             self._declared.add(queue)
             return frame.method.message_count, frame.method.consumer_count
 
-        return self._publish_channel.queue_declare(queue=queue, durable=True).addCallback(counts)
+        return _d(self._publish_channel.queue_declare(queue=queue, durable=True)).addCallback(counts)
 
     def purge(self, queue: str) -> Deferred[int]:
-        return self._publish_channel.queue_purge(queue=queue).addCallback(lambda frame: frame.method.message_count)
+        return _d(self._publish_channel.queue_purge(queue=queue)).addCallback(lambda frame: frame.method.message_count)
 
     def get(self, queue: str) -> Deferred[Delivery | None]:
         def opened(channel: TwistedChannel) -> Deferred[Delivery | None]:
@@ -297,7 +297,7 @@ class AMQPSession:
 
         if self._getter is not None and self._getter.is_open:
             return self._get_on(self._getter, queue)
-        return self._connection.channel().addCallback(opened)
+        return _d(self._connection.channel()).addCallback(opened)
 
     def _get_on(self, getter: AMQPConsumerChannel, queue: str) -> Deferred[Delivery | None]:
         def received(message: Any) -> Delivery | None:
@@ -305,7 +305,7 @@ class AMQPSession:
                 return None
             return getter.delivery(queue, message)
 
-        return getter.channel.basic_get(queue=queue, auto_ack=False).addCallback(received)
+        return _d(getter.channel.basic_get(queue=queue, auto_ack=False)).addCallback(received)
 
     def close(self) -> Deferred[None]:
         if not self._connection.is_open:
@@ -327,7 +327,7 @@ def _publish_failed(failure: Failure) -> Failure:
     return failure
 
 
-class _Protocol(TwistedProtocolConnection):
+class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]  # pika ships no types: its classes are Any
     """pika's protocol, telling the broker when the connection is gone."""
 
     on_lost: Callable[[_Protocol], None] | None = None
@@ -415,7 +415,7 @@ class AMQPBroker(Service):
         return gatherResults(started, consumeErrors=True).addCallback(ready)
 
     def _prepare_failed(self, failure: Failure, protocol: IProtocol) -> Failure:
-        error = failure.value.subFailure if hasattr(failure.value, "subFailure") else failure
+        error = getattr(failure.value, "subFailure", failure)  # gatherResults' FirstError wraps the cause
         self.log.warn(
             "Could not set up the connection to {url}: {error}",
             url=redact_url(self.settings.url),

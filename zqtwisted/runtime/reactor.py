@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorPluggableNameResolver, IReactorTCP, IReactorTime
 
 # The full reactor (time, TCP, TLS, core).  zope interfaces do not compose into
@@ -20,4 +21,9 @@ class IConnectingReactor(IReactorTime, IReactorTCP, IReactorPluggableNameResolve
     """
 
 
-__all__ = ["IConnectingReactor", "IReactorTime", "ReactorLike"]
+def untyped_deferred(result: Any) -> Deferred[Any]:
+    """``result``, the Deferred a library without types (pika) returned, typed as one."""
+    return cast("Deferred[Any]", result)
+
+
+__all__ = ["IConnectingReactor", "IReactorTime", "ReactorLike", "untyped_deferred"]

@@ -32,7 +32,8 @@ class BackoffPolicy:
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay before retry number ``attempt`` (1 for the first retry)."""
-        return min(self.cap, self.base * (2 ** min(max(attempt - 1, 0), 62)))
+        factor: int = 2 ** min(max(attempt - 1, 0), 62)
+        return min(self.cap, self.base * factor)
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         ceiling = self.ceiling(attempt)

@@ -36,7 +36,7 @@ from twisted.internet.error import (
 from twisted.internet.interfaces import IConsumer, IHostnameResolver, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import (
+from twisted.web.client import (  # type: ignore[attr-defined]  # RequestNotSent: public, not in its __all__
     Agent,
     HTTPConnectionPool,
     RequestNotSent,

@@ -10,7 +10,8 @@ setup(
     python_requires=">=3.11",
     # Namespace discovery so that template folders ship as package data.
     packages=find_namespace_packages(include=["zqtwisted", "zqtwisted.*"]) + ["twisted.plugins"],
-    package_data={"": ["py.typed", "*.txt", "*.html", "*.md"]},
+    # The dashboard's page and assets (zqtwisted/ops/web/static) ship in the package: no CDN.
+    package_data={"": ["py.typed", "*.txt", "*.html", "*.md", "*.css", "*.js", "*.svg"]},
     install_requires=[
         "twisted[tls]>=24.7",
         "pika>=1.4.3,<2",
@@ -22,6 +23,9 @@ setup(
     ],
     extras_require={
         "postgres": ["psycopg2-binary>=2.9"],
+        # Zulip mode ([zulip] database): Zulip's PostgreSQL, push and email content from HTML, E2EE push,
+        # the CSS of Zulip's email templates inlined as Zulip does.
+        "zulip": ["psycopg2-binary>=2.9", "lxml>=5", "PyNaCl>=1.5", "css-inline>=0.14"],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
@@ -31,6 +35,8 @@ setup(
             "mypy-zope>=1.0",
             "ruff>=0.5",
             "coverage>=7",
+            # The dashboard's browser test drives Debian's chromium through chromium-driver.
+            "selenium>=4.20",
         ],
     },
     entry_points={"console_scripts": ["zqctl = zqtwisted.cli.zqctl:main"]},

@@ -5,14 +5,16 @@ for ``--count`` events against a twisted.web endpoint on 127.0.0.1 that answers
 after ``--delay`` seconds.  The endpoint runs in a separate process, so that its
 CPU does not count against the consumer.  Two runs:
 
-* ``--concurrency`` events in flight (default 100) with the same per-host cap;
+* ``--concurrency`` events in flight (default 100) with the same per-host cap, or
+  ``--per-host`` (``[outgoing_webhooks] per_host_concurrency``: with 25, its default, at
+  most 25 of the 100 are in flight to this one endpoint);
 * one event at a time, like Zulip's serial worker.  At 50 ms per event that run
   takes 20 events/s, so it uses ``--serial-count`` events (default 200) and says
   so; events/s does not depend on the count once connections are warm.
 
 Replies go to a publisher that only counts them.  Usage::
 
-    python bench/bench_webhooks.py [--count 2000] [--delay 0.05] [--concurrency 100]
+    python bench/bench_webhooks.py [--count 2000] [--delay 0.05] [--concurrency 100] [--per-host 25]
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def event_body(url: str, n: int) -> bytes:
     ).encode()
 
 
-async def run(url: str, count: int, concurrency: int) -> dict[str, float]:
+async def run(url: str, count: int, concurrency: int, per_host: int | None = None) -> dict[str, float]:
     from zqtwisted.catalog import get_worker
     from zqtwisted.config import Config
     from zqtwisted.consumers.outgoing_webhooks import OutgoingWebhookWorker
@@ -101,7 +103,8 @@ async def run(url: str, count: int, concurrency: int) -> dict[str, float]:
     from zqtwisted.runtime.reactor import IConnectingReactor
     from zqtwisted.webhooks.settings import OutgoingWebhookSettings
 
-    settings = OutgoingWebhookSettings(per_host_concurrency=concurrency, allow_networks=("127.0.0.1/32",))
+    per_host = concurrency if per_host is None else per_host
+    settings = OutgoingWebhookSettings(per_host_concurrency=per_host, allow_networks=("127.0.0.1/32",))
     publisher = CountingPublisher()
     config = Config(sections=types.MappingProxyType({"outgoing_webhooks": settings}))
     resources = Resources(cast(IConnectingReactor, reactor), config, publisher)
@@ -156,8 +159,9 @@ async def main(options: argparse.Namespace) -> None:
         port = int(server.stdout.readline())
         url = f"http://127.0.0.1:{port}/hook"
         print(f"endpoint {url} answers after {options.delay * 1000:.0f} ms (separate process)", flush=True)
-        concurrent = await run(url, options.count, options.concurrency)
-        report(f"concurrency {options.concurrency}, per-host cap {options.concurrency}", concurrent)
+        per_host = options.concurrency if options.per_host is None else options.per_host
+        concurrent = await run(url, options.count, options.concurrency, per_host)
+        report(f"concurrency {options.concurrency}, per-host cap {per_host}", concurrent)
         serial_count = min(options.count, options.serial_count)
         serial = await run(url, serial_count, 1)
         note = (
@@ -178,6 +182,7 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=2000, help="events for the concurrent run (default 2000)")
     parser.add_argument("--serial-count", type=int, default=200, help="events for the serial run (default 200)")
     parser.add_argument("--concurrency", type=int, default=100, help="events in flight and per-host cap (default 100)")
+    parser.add_argument("--per-host", type=int, help="per-host cap of the concurrent run (default: --concurrency)")
     parser.add_argument("--delay", type=float, default=0.05, help="endpoint answer delay in seconds (default 0.05)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

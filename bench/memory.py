@@ -7,6 +7,10 @@ size since start).  "idle" is read ``--idle`` seconds after every queue has a
 consumer; then ``--count`` events are published to ``bench_noop`` while it
 consumes, and the peak is read once the last one is consumed.
 
+One queue: ``VmRSS`` of ``twistd -n zqworkers --queue bench_noop`` and of the bare pika
+consumer (bench/baselines.py ``twisted``), each read ``--idle`` seconds after it is
+attached to the (empty) queue.
+
     python bench/memory.py [--count 20000] [--idle 2]
 """
 
@@ -15,11 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import pika
-from benchlib import broker, event, memory, twistd, wait_consuming, wait_for
+from benchlib import BENCH, broker, child_env, event, memory, stop, twistd, wait_consuming, wait_for
 
 QUEUE = "bench_noop"
 
@@ -50,7 +58,36 @@ def run(count: int = 20_000, idle: float = 2.0) -> dict[str, Any]:
         "noop_rss_mb": after["rss_mb"],
         "noop_peak_mb": after["peak_mb"],
         "events": count,
+        "one_queue": one_queue(idle),
     }
+
+
+def one_queue(idle: float = 2.0) -> dict[str, float]:
+    """Idle ``VmRSS`` (MB) of ``twistd --queue bench_noop`` and of the bare consumer on the same queue."""
+    with broker() as b:
+        b.purge(QUEUE)
+        with twistd(["--queue", QUEUE]) as child:
+            wait_consuming(b, [QUEUE], child)
+            time.sleep(idle)
+            zq = memory(child.pid)["rss_mb"]
+            child.check_alive()
+        with tempfile.TemporaryDirectory(prefix="zqbench-") as tmp:
+            command = [sys.executable, str(BENCH / "baselines.py"), "twisted", "--queue", QUEUE]
+            out = str(Path(tmp) / "result.json")
+            args = [*command, "--count", str(10**9), "--out", out]
+            # Stopped while connected: its pika Deferreds fail as the reactor stops, which it would print.
+            process = subprocess.Popen(args, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 60
+                while not b.consumers(QUEUE):
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("memory: the bare consumer did not start")
+                    time.sleep(0.05)
+                time.sleep(idle)
+                bare = memory(process.pid)["rss_mb"]
+            finally:
+                stop(process)
+    return {"zqtwisted_rss_mb": zq, "bare_rss_mb": bare, "over_mb": round(zq - bare, 1)}
 
 
 def _queues(log: str) -> list[str]:
@@ -68,6 +105,11 @@ def main() -> None:
     print(
         f"--all ({r['queues']} queues): idle {r['idle_rss_mb']} MB RSS (peak {r['idle_peak_mb']} MB); "
         f"after {r['events']} noop events {r['noop_rss_mb']} MB RSS, peak {r['noop_peak_mb']} MB"
+    )
+    one = r["one_queue"]
+    print(
+        f"one queue, idle: zqtwisted {one['zqtwisted_rss_mb']} MB RSS, bare pika consumer {one['bare_rss_mb']} MB "
+        f"({one['over_mb']:+} MB)"
     )
 
 

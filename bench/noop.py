@@ -14,7 +14,10 @@ so start-up (imports, connecting) is not counted.  Prefetch is 100 everywhere.
 * blocking: bench/baselines.py ``blocking`` (Zulip's ``BlockingConnection`` loop).
 
 With ``--repeat N`` every figure is the median of N runs; the order of the
-consumers rotates between runs.
+consumers rotates between runs.  zqtwisted's figures are also given as ratios to the
+bare consumer's: the ratio of each round (the two measured minutes apart at most, on
+the same broker and the same machine load), and their median, which moves much less
+between runs than the figures themselves on a shared machine.
 
     python bench/noop.py [--count 20000] [--repeat 3]
 """
@@ -65,7 +68,12 @@ def run_one(b: Broker, consumer: str, variant: str, count: int) -> dict[str, Any
 def run(
     count: int, repeat: int = 1, consumers: tuple[str, ...] = CONSUMERS, log: Any = print
 ) -> dict[str, dict[str, Any]]:
-    """``{variant: {consumer: {"rate": median events/s, "rates": [...], ...}}}``."""
+    """``{variant: {consumer: {"rate": median events/s, "rates": [...], ...}}}``.
+
+    With the bare consumer among ``consumers``, zqtwisted's entry also has, per round,
+    ``rate_ratios`` (its events/s over the bare consumer's) and ``cpu_ratios`` (its CPU
+    per event over the bare consumer's), and their medians ``rate_ratio`` and ``cpu_ratio``.
+    """
     results: dict[str, dict[str, Any]] = {v: {c: {"rates": [], "cpus": []} for c in consumers} for v in VARIANTS}
     with broker() as b:
         for r in range(repeat):
@@ -89,6 +97,12 @@ def run(
             entry["rate"] = round(statistics.median(entry["rates"]))
             entry["cpu_us"] = statistics.median(entry["cpus"])
             entry["events"] = count
+        if "zqtwisted" in per_consumer and "twisted" in per_consumer:
+            zq, bare = per_consumer["zqtwisted"], per_consumer["twisted"]
+            zq["rate_ratios"] = [round(z / b, 3) for z, b in zip(zq["rates"], bare["rates"], strict=True)]
+            zq["cpu_ratios"] = [round(z / b, 3) for z, b in zip(zq["cpus"], bare["cpus"], strict=True)]
+            zq["rate_ratio"] = statistics.median(zq["rate_ratios"])
+            zq["cpu_ratio"] = statistics.median(zq["cpu_ratios"])
     return results
 
 
@@ -105,6 +119,11 @@ def main() -> None:
                 f"{variant:<6} {LABELS[consumer]:<24} {entry['rate']:>9,} events/s, {entry['cpu_us']:5.1f} us CPU/event"
                 f"  (runs: {entry['rates']})"
             )
+            if "rate_ratio" in entry:
+                print(
+                    f"{variant:<6} {'zqtwisted / bare':<24} {entry['rate_ratio']:>8.2f}x events/s, "
+                    f"{entry['cpu_ratio']:5.2f}x CPU/event  (rounds: {entry['rate_ratios']}, {entry['cpu_ratios']})"
+                )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Run it through ``bench/run`` (which picks the project's .venv and checks RabbitM
 
     bench/run              # the full run (under 2 minutes on 2 cores)
     bench/run --smoke      # a short run for CI: fails only on a crash, never on speed
-    bench/run --repeat 1   # the full counts, one run per noop figure instead of 3
+    bench/run --repeat 1   # the full counts, one round per noop and latency figure instead of 3
 
 See bench/README.md for what each figure means.
 """
@@ -26,9 +26,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import bench_user_activity
 import latency
 import memory
 import noop
+import processes
 from benchlib import BENCH, REPO, broker, child_env
 
 
@@ -43,10 +45,12 @@ class Plan:
     webhook_events: int
     webhook_serial_events: int
     emails: int
+    process_events: int
+    activity_events: int
 
 
-FULL = Plan(20_000, 3, 1000, 5, 20_000, 2, 2000, 200, 2000)
-SMOKE = Plan(500, 1, 1000, 0.5, 500, 0.5, 100, 5, 20)
+FULL = Plan(20_000, 3, 1000, 5, 20_000, 2, 2000, 200, 2000, 20_000, 20_000)
+SMOKE = Plan(500, 1, 1000, 0.5, 500, 0.5, 100, 5, 20, 500, 500)
 
 
 def webhooks(events: int, serial_events: int) -> dict[str, Any]:
@@ -144,6 +148,10 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else ""
 
 
+def times(value: float | None) -> str:
+    return f"{value:.2f}x" if value else ""
+
+
 def table(r: dict[str, Any]) -> str:
     """The markdown table of a run's results."""
     rows: list[tuple[str, ...]] = []
@@ -158,8 +166,8 @@ def table(r: dict[str, Any]) -> str:
                     f"{zq:,}",
                     f"{bare:,}",
                     f"{zulip:,}",
-                    f"{ratio(zq, bare)} bare, {ratio(zq, zulip)} Zulip-style",
-                    ">= 0.85x bare, >= 1.8x Zulip-style" if variant == "single" else "",
+                    f"{times(v['zqtwisted'].get('rate_ratio'))} bare, {ratio(zq, zulip)} Zulip-style",
+                    ">= 0.95x bare, >= 1.8x Zulip-style" if variant == "single" else "",
                 )
             )
             cpu = [v[c]["cpu_us"] for c in noop.CONSUMERS]
@@ -167,17 +175,25 @@ def table(r: dict[str, Any]) -> str:
                 (
                     f"noop, {label}: consumer CPU per event (us, lower is better)",
                     *(f"{x:.1f}" for x in cpu),
-                    f"{ratio(cpu[1], cpu[0])} bare, {ratio(cpu[2], cpu[0])} Zulip-style (efficiency)",
-                    "",
+                    f"{times(v['zqtwisted'].get('cpu_ratio'))} bare, {ratio(cpu[0], cpu[2])} Zulip-style",
+                    "<= 1.1x bare" if variant == "single" else "",
                 )
             )
     lat = r.get("latency")
     if lat:
         rate = r["plan"]["latency_rate"]
-        for key, label, goal in (("p50_ms", "p50", ""), ("p99_ms", "p99", "<= 10 ms")):
+        for key, label, goal in (("p50_ms", "p50", ""), ("p99_ms", "p99", "<= 10 ms, <= 1.2x bare")):
             zq, bare, zulip = (lat[c][key] for c in latency.CONSUMERS)
+            note = f"{times(lat['zqtwisted'].get('p99_ratio'))} bare" if key == "p99_ms" else ""
             rows.append(
-                (f"latency at {rate:,.0f} events/s, {label} (ms)", f"{zq:.2f}", f"{bare:.2f}", f"{zulip:.2f}", "", goal)
+                (
+                    f"latency at {rate:,.0f} events/s, {label} (ms)",
+                    f"{zq:.2f}",
+                    f"{bare:.2f}",
+                    f"{zulip:.2f}",
+                    note,
+                    goal,
+                )
             )
     w = r.get("webhooks")
     if w:
@@ -203,7 +219,38 @@ def table(r: dict[str, Any]) -> str:
             (f"email, {count:,} sent, one connection per email (emails/s)", f"{per:,}", "", "", ratio(reuse, per), "")
         )
         rows.append(("email, render + send, reused (emails/s)", f"{e['render_and_send']['rate']:,}", "", "", "", ""))
+    ua = r.get("user_activity")
+    if ua and "zulip" in ua:
+        zq, serial, zulip = (ua[c]["rate"] for c in bench_user_activity.CONSUMERS)
+        label = f"user_activity into PostgreSQL, batches of {ua['batch']} (events/s)"
+        rows.append((label, f"{zq:,}", "", f"{zulip:,}", f"{ratio(zq, zulip)} Zulip-style", ""))
+        rows.append(("user_activity, one batch at a time (events/s)", f"{serial:,}", "", "", "", ""))
+        for key, what in (("cpu_us", "consumer"), ("db_cpu_us", "PostgreSQL")):
+            zq_cpu, zulip_cpu = ua["zqtwisted"][key], ua["zulip"][key]
+            label = f"user_activity: {what} CPU per event (us, lower is better)"
+            efficiency = ratio(zulip_cpu, zq_cpu)
+            note = f"{efficiency} (efficiency)" if efficiency else ""
+            rows.append((label, f"{zq_cpu:.1f}", "", f"{zulip_cpu:.1f}", note, ""))
+    procs = r.get("processes")
+    if procs and "1" in procs:
+        one = procs["1"]["rate"]
+        for count, v in sorted(procs.items(), key=lambda item: int(item[0])):
+            shares = " + ".join(f"{c:,}" for c in v["counts"])
+            label = f"noop, {count} worker process{'es' if count != '1' else ''} on one queue (events/s)"
+            rows.append((label, f"{v['rate']:,}", "", "", f"{ratio(v['rate'], one)} one process; {shares}", ""))
     m = r.get("memory")
+    if m and "one_queue" in m:
+        one = m["one_queue"]
+        rows.append(
+            (
+                "memory, one queue (--queue bench_noop) idle (MB RSS)",
+                f"{one['zqtwisted_rss_mb']}",
+                f"{one['bare_rss_mb']}",
+                "",
+                f"{one['over_mb']:+} MB bare",
+                "<= bare + 10 MB",
+            )
+        )
     if m:
         rows.append((f"memory, --all ({m['queues']} queues) idle (MB RSS)", f"{m['idle_rss_mb']}", "", "", "", "< 80"))
         rows.append(("memory, --all peak during the noop run (MB)", f"{m['noop_peak_mb']}", "", "", "", "< 80"))
@@ -220,18 +267,34 @@ def table(r: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="a short run (CI): fails on a crash, never on speed")
-    parser.add_argument("--repeat", type=int, help="runs per noop figure (median; default 3, smoke 1)")
-    parser.add_argument("--only", action="append", choices=["noop", "latency", "memory", "webhooks", "email"])
+    parser.add_argument(
+        "--repeat", type=int, help="rounds of the noop and latency figures (median; default 3, smoke 1)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["noop", "latency", "memory", "webhooks", "email", "processes", "user_activity"],
+    )
     parser.add_argument("--json", default=str(BENCH / "results" / "latest.json"), help="where to write the results")
     args = parser.parse_args()
     plan = SMOKE if args.smoke else FULL
     repeat = args.repeat or plan.repeat
     sections: dict[str, Callable[[], Any]] = {
         "noop": lambda: noop.run(plan.noop_events, repeat, log=lambda line: print(line, flush=True)),
-        "latency": lambda: latency.run(plan.latency_rate, plan.latency_seconds, warmup=min(0.5, plan.latency_seconds)),
+        "latency": lambda: latency.run(
+            plan.latency_rate,
+            plan.latency_seconds,
+            warmup=min(0.5, plan.latency_seconds),
+            repeat=repeat,
+            log=lambda line: print(line, flush=True),
+        ),
         "memory": lambda: memory.run(plan.memory_events, plan.memory_idle),
         "webhooks": lambda: webhooks(plan.webhook_events, plan.webhook_serial_events),
         "email": lambda: email(plan.emails),
+        "processes": lambda: processes.run(plan.process_events, log=lambda line: print(line, flush=True)),
+        "user_activity": lambda: bench_user_activity.run(
+            plan.activity_events, repeat, log=lambda line: print(line, flush=True)
+        ),
     }
     started = time.monotonic()
     results: dict[str, Any] = {

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.helpers import unique_queue
-from zqtwisted.runtime.broker import Broker, BrokerSession, BrokerUnavailable, Delivery, PublishTimeout
+from zqtwisted.runtime.broker import ORIGINAL_SIZE, Broker, BrokerSession, BrokerUnavailable, Delivery, PublishTimeout
 
 
 def inline(f: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Deferred[None]]:
@@ -194,16 +194,37 @@ class BrokerContract(_ContractBase):
         try:
             published = self.broker.publish(queue, b"stuck", timeout=1.0)
             await self.settle_time(1.5)
-            with self.assertRaises(PublishTimeout):
+            self.assertEqual(session.blocked, "low on memory")  # the broker said so (connection.blocked)
+            with self.assertRaises(PublishTimeout) as raised:
                 await published
+            self.assertIn("blocks publishing (low on memory)", str(raised.exception))
         finally:
             await self.release_confirms()
+        self.assertIsNone(session.blocked)
         await self.broker.publish(queue, b"after", timeout=10)
         await self.settle(lambda: True)
         self.assertIn((await session.queue_counts(queue))[0], (1, 2))  # the stuck one may still land: at least once
 
+    @inline
+    async def test_a_body_over_max_body_arrives_cut_with_its_size(self) -> None:
+        """A consumer with max_body gets a larger body cut to max_body + 1 bytes, its size in x-zq-original-size."""
+        queue, session = await self.new_queue()
+        big = bytes(range(256)) * 1200  # 307,200 bytes: three body frames at RabbitMQ's default frame_max
+        await session.publish(queue, big, {"x-zq-first-failure": "then"})
+        await session.publish(queue, big[:1000])
+        await session.publish(queue, big)
+        received: list[Delivery] = []
+        await session.consume(queue, 10, received.append, max_body=1000)
+        await self.settle(lambda: len(received) == 3)
+        cut, whole, again = received
+        self.assertEqual(cut.body, big[:1001])
+        self.assertEqual(dict(cut.headers), {"x-zq-first-failure": "then", ORIGINAL_SIZE: len(big)})
+        self.assertEqual((whole.body, dict(whole.headers)), (big[:1000], {}))
+        self.assertEqual((again.body, again.headers.get(ORIGINAL_SIZE)), (big[:1001], len(big)))
+        cut.channel.ack([d.tag for d in received])
+
     async def hold_confirms(self) -> None:
-        """Make the broker stop confirming publishes."""
+        """Make the broker stop confirming publishes (a memory alarm: it says it blocks publishing, "low on memory")."""
         raise NotImplementedError
 
     async def release_confirms(self) -> None:

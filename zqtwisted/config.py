@@ -13,31 +13,41 @@ import dataclasses
 import os
 import tomllib
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
+from zqtwisted.config_values import AMQP_SHORT_MAX, ConfigError, build_dataclass, looks_secret, read_secret, redact_url
+from zqtwisted.config_values import at_most as _at_most
+from zqtwisted.config_values import positive as _positive
 from zqtwisted.runtime.shards import base_queue
 
 T = TypeVar("T")
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
+# The dashboard's token must resist guessing.
+MIN_TOKEN_LENGTH = 16
+
 # RabbitMQ closes a channel holding a delivery unacked past consumer_timeout
 # (30 minutes by default); retry waits must stay far below it.
 RABBITMQ_CONSUMER_TIMEOUT = 1800.0
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the offending key."""
+# RabbitMQ's queue types that zqtwisted declares ([workers] / [queues.NAME] queue_type).
+CLASSIC, QUORUM = "classic", "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
+FAILOVER_STRATEGIES = ("shuffle", "round-robin")
 
 
 @dataclass(frozen=True)
 class BrokerSettings:
     url: str = DEFAULT_BROKER_URL
+    # The nodes of a RabbitMQ cluster; when given, it replaces url.
+    urls: tuple[str, ...] = ()
+    # Order of the nodes tried: "shuffle" (each process its own order, as Kombu's), or "round-robin" (as listed).
+    failover_strategy: str = "shuffle"
     heartbeat: int = 30
     connect_timeout: float = 10.0
     reconnect_initial_delay: float = 0.5
@@ -47,21 +57,34 @@ class BrokerSettings:
     # A file holding the broker password; it replaces the password in the URL.
     password_file: str = ""
 
-    def connection_url(self) -> str:
-        """The URL to connect with: the password from ``password_file`` when one is named."""
+    def node_urls(self) -> tuple[str, ...]:
+        """The broker's nodes: ``urls``, or the one ``url``."""
+        return self.urls or (self.url,)
+
+    def connection_url(self, url: str | None = None) -> str:
+        """The URL to connect with (``url``, default ``self.url``), with the password of ``password_file`` if named."""
+        url = self.url if url is None else url
         if not self.password_file:
-            return self.url
+            return url
         password = quote(read_secret("", self.password_file, "broker.password"), safe="")
-        parts = urlsplit(self.url)
+        parts = urlsplit(url)
         user = parts.username or "guest"
         host = parts.netloc.rsplit("@", 1)[-1]
         return parts._replace(netloc=f"{user}:{password}@{host}").geturl()
 
     def validate(self, path: str) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-            raise ConfigError(f"{path}.url: expected amqp://... or amqps://..., got {redact_url(self.url)!r}")
-        _positive(self.heartbeat, f"{path}.heartbeat", allow_zero=False)
+        for key, url in [("url", self.url), *(("urls", u) for u in self.urls)]:
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise ConfigError(f"{path}.{key}: expected amqp://... or amqps://..., got {redact_url(url)!r}")
+            port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+            if port and not (port.isdigit() and int(port) <= AMQP_SHORT_MAX):
+                raise ConfigError(f"{path}.{key}: the port is not a number in {redact_url(url)!r}")
+        if len(set(self.urls)) != len(self.urls):
+            raise ConfigError(f"{path}.urls: a node is listed twice")
+        if self.failover_strategy not in FAILOVER_STRATEGIES:
+            raise ConfigError(f"{path}.failover_strategy: expected one of {', '.join(FAILOVER_STRATEGIES)}")
+        _at_most(self.heartbeat, AMQP_SHORT_MAX, f"{path}.heartbeat")  # 0: no heartbeats, as Zulip runs them
         for name in ("connect_timeout", "reconnect_initial_delay", "reconnect_max_delay", "publish_timeout"):
             _positive(getattr(self, name), f"{path}.{name}", allow_zero=False)
 
@@ -79,16 +102,31 @@ class WorkerSettings:
     consumer_modules: tuple[str, ...] = ()
     # Whether --all also runs the test queues (test, noop, noop_batch).
     include_test_queues: bool = True
+    # RabbitMQ queue type of every queue without its own ([queues.NAME] queue_type): "classic" or "quorum".
+    queue_type: str = CLASSIC
     # Drain timeout on SIGTERM, as supervisor's stopwaitsecs.
     drain_timeout: float = 30.0
     # Warn when the reactor is blocked longer than this.
     blocked_reactor_seconds: float = 1.0
-    # Twisted endpoint for /metrics, /health and /ready; "" turns it off.
+    # Twisted endpoint for the dashboard, /metrics, /health and /ready; "" turns it off.
     http: str = "tcp:9191:interface=127.0.0.1"
+    # The token the dashboard's actions (replay, purge) require; none: the dashboard is read-only.
+    http_token: str = ""
+    http_token_file: str = ""
 
     def validate(self, path: str) -> None:
+        _queue_type(self.queue_type, f"{path}.queue_type")
         _positive(self.drain_timeout, f"{path}.drain_timeout")
         _positive(self.blocked_reactor_seconds, f"{path}.blocked_reactor_seconds", allow_zero=False)
+        if self.http_token and len(self.http_token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"{path}.http_token: too short (at least {MIN_TOKEN_LENGTH} characters)")
+
+    def http_secret(self) -> str | None:
+        """The dashboard's token (from ``http_token_file`` when one is named), or None for a read-only dashboard."""
+        token = read_secret(self.http_token, self.http_token_file, "workers.http_token")
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"workers.http_token: too short (at least {MIN_TOKEN_LENGTH} characters)")
+        return token or None
 
 
 @dataclass(frozen=True)
@@ -133,12 +171,22 @@ class QueueSettings:
     # Treat unexpected exceptions as transient (retried) instead of permanent.
     retry_unexpected: bool = False
     max_body_bytes: int = 1024 * 1024
+    # "classic" or "quorum"; None: [workers] queue_type.
+    queue_type: str | None = None
+    # Quorum queues: deliveries of one message before the broker dead-letters it to {queue}.failed.
+    delivery_limit: int | None = None
 
     def validate(self, path: str) -> None:
+        if self.queue_type is not None:
+            _queue_type(self.queue_type, f"{path}.queue_type")
+        if self.delivery_limit is not None:
+            _positive(self.delivery_limit, f"{path}.delivery_limit", allow_zero=False)
         for name in ("prefetch", "concurrency", "batch_size", "max_body_bytes"):
             value = getattr(self, name)
             if value is not None:
                 _positive(value, f"{path}.{name}", allow_zero=False)
+        for name in ("prefetch", "batch_size"):  # AMQP's prefetch count is 16-bit; a batch's prefetch >= its size
+            _at_most(getattr(self, name) or 0, AMQP_SHORT_MAX, f"{path}.{name}")
         if self.max_retries is not None:
             _positive(self.max_retries, f"{path}.max_retries")
         if self.sleep_delay is not None:
@@ -187,8 +235,8 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def with_broker_url(self, url: str) -> Config:
-        """This configuration with another broker URL (``--broker``), validated."""
-        broker = dataclasses.replace(self.broker, url=url)
+        """This configuration with another broker URL (``--broker``: one node, replacing ``urls``), validated."""
+        broker = dataclasses.replace(self.broker, url=url, urls=())
         broker.validate("--broker")
         return dataclasses.replace(self, broker=broker)
 
@@ -203,6 +251,7 @@ CORE_SECTIONS: Mapping[str, type[Any]] = types.MappingProxyType(
 # Environment variables that override a key, for what differs per deployment.
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = {
     "ZQ_BROKER_URL": ("broker", "url"),
+    "ZQ_BROKER_URLS": ("broker", "urls"),
     "ZQ_STATS_DIR": ("paths", "stats_dir"),
     "ZQ_ERROR_DIR": ("paths", "error_dir"),
     "ZQ_TEST_QUEUE_FILE": ("paths", "test_queue_file"),
@@ -228,12 +277,28 @@ def load_config(
                 raw = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
+        except OSError as e:
+            raise ConfigError(f"cannot read the config file {path}: {e.strerror or e}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if env.get("ZQ_BROKER_URL") and not env.get("ZQ_BROKER_URLS"):
+        broker_raw = raw.get("broker")
+        if isinstance(broker_raw, dict):
+            broker_raw.pop("urls", None)  # the environment names the one node
     for var, (section, key) in ENV_OVERRIDES.items():
         if env.get(var):
             raw.setdefault(section, {})[key] = env[var]
-    return parse_config(raw, sections, source=path or "<defaults>")
+    return check_secret_files(parse_config(raw, sections, source=path or "<defaults>"))
+
+
+def check_secret_files(config: Config) -> Config:
+    """Every secret ``*_file`` named (``password_file``, ``dsn_file``...) can be read: one line at start if not."""
+    for name, section in [("broker", config.broker), ("workers", config.workers), *config.sections.items()]:
+        for f in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+            value = getattr(section, f.name)
+            if f.name.endswith("_file") and looks_secret(f.name) and isinstance(value, str) and value:
+                read_secret("", value, f"{name}.{f.name.removesuffix('_file')}")
+    return config
 
 
 def parse_config(
@@ -261,6 +326,7 @@ def parse_config(
     if not isinstance(queues_raw, Mapping):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
     queues = {qname: build_dataclass(QueueSettings, qvalue, f"queues.{qname}") for qname, qvalue in queues_raw.items()}
+    _check_queue_types(core.get("workers", WorkerSettings()), queues)
     return Config(
         **core,
         queues=types.MappingProxyType(queues),
@@ -269,138 +335,26 @@ def parse_config(
     )
 
 
-def build_dataclass(cls: type[T], value: Any, path: str) -> T:
-    """Build the frozen dataclass ``cls`` from a TOML table, checking names and types."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, item in value.items():
-        if key not in fields:
-            raise ConfigError(f"unknown key {path}.{key} (known: {', '.join(sorted(fields))})")
-        kwargs[key] = _coerce(item, hints[key], f"{path}.{key}")
-    try:
-        obj = cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}") from None
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        validate(path)
-    return obj
+def _queue_type(value: str, path: str) -> None:
+    if value not in QUEUE_TYPES:
+        raise ConfigError(f"{path}: expected one of {', '.join(QUEUE_TYPES)}, got {value!r}")
 
 
-def _coerce(value: Any, hint: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``hint`` (environment strings are converted).
-
-    A value type (a class with ``from_config``, such as :class:`ConsumeLimit`) parses
-    its own values, ``"none"`` included.
-    """
-    options = typing.get_args(hint) if _is_union(hint) else (hint,)
-    value_types = [o for o in options if hasattr(o, "from_config")]
-    for option in value_types:
-        try:
-            return option.from_config(value)
-        except (TypeError, ValueError):
-            pass
-    if value_types:
-        options = tuple(value_types)
-    elif value == "none" and type(None) in options:
-        return None
-    for option in options:
-        ok, converted = _try_type(value, option)
-        if ok:
-            return converted
-    names = " or ".join(_type_name(o) for o in options)
-    shown = "***" if _looks_secret(path) else repr(value)
-    raise ConfigError(f"{path}: expected {names}, got {shown}")
+def _check_queue_types(workers: WorkerSettings, queues: Mapping[str, QueueSettings]) -> None:
+    """A delivery limit needs a quorum queue (classic queues have none)."""
+    for name, settings in queues.items():
+        queue_type = settings.queue_type or workers.queue_type
+        if settings.delivery_limit is not None and queue_type != QUORUM:
+            raise ConfigError(
+                f'queues.{name}.delivery_limit: only quorum queues have one; set queue_type = "quorum" '
+                f"(this queue is {queue_type})"
+            )
 
 
-def _try_type(value: Any, option: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(option)
-    if option is type(None):
-        return False, None
-    if option is bool:
-        if isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return True, value.lower() in ("true", "1", "yes")
-        return False, None
-    if option is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return True, int(value)
-        return False, None
-    if option is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, None
-        return False, None
-    if option is str:
-        return isinstance(value, str), value
-    if origin in (tuple, list):
-        (item_type, *_rest) = typing.get_args(option) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            return False, None
-        items = []
-        for item in value:
-            ok, converted = _try_type(item, item_type) if item_type is not Any else (True, item)
-            if not ok:
-                return False, None
-            items.append(converted)
-        return True, tuple(items)
-    if origin in (dict, Mapping) or option in (dict, Mapping):
-        return isinstance(value, Mapping), types.MappingProxyType(dict(value)) if isinstance(value, Mapping) else None
-    if option is Any:
-        return True, value
-    return False, None
-
-
-def _is_union(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType)
-
-
-def _type_name(option: Any) -> str:
-    if option is type(None):
-        return '"none"'
-    if hasattr(option, "config_description"):
-        return str(option.config_description)
-    origin = typing.get_origin(option)
-    if origin is not None:
-        return f"a list of {_type_name(typing.get_args(option)[0])}" if origin in (tuple, list) else "a table"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(option, str(option))
-
-
-def _positive(value: float, path: str, allow_zero: bool = True) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
-
-
-def _looks_secret(path: str) -> bool:
-    return any(word in path for word in ("password", "api_key", "token", "secret", "dsn"))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def read_secret(value: str, file_value: str, path: str) -> str:
-    """A secret given inline or, preferably, in a file the config names."""
-    if file_value:
-        try:
-            return Path(file_value).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{path}_file: cannot read {file_value}: {e.strerror}") from None
-    return value
+__all__ = [
+    "AMQP_SHORT_MAX",
+    "ConfigError",
+    "build_dataclass",
+    "read_secret",
+    "redact_url",
+]

@@ -15,6 +15,18 @@ class TransientError(ConsumeError):
     """The event may succeed later: retry it with backoff."""
 
 
+class DependencyUnavailable(TransientError):
+    """Something every event needs (a database) is down: retry, without counting it as a try.
+
+    However long the outage lasts, such events are retried (with backoff) and never
+    dead-lettered for it; ``failed_tries`` is left as it was.
+    """
+
+
+class StartupError(Exception):
+    """A worker cannot start for a reason its message says in full (logged as one line, no traceback)."""
+
+
 class PermanentError(ConsumeError):
     """The event will never succeed: dead-letter it without retrying."""
 
@@ -29,3 +41,12 @@ class InterruptConsumeError(ConsumeError):
 
 class MalformedEventError(PermanentError):
     """The event body is not what the queue expects (bad JSON, wrong fields)."""
+
+
+class BodyTooLarge(MalformedEventError):
+    """The body is larger than the queue's ``max_body_bytes``: refused unread, dead-lettered as an excerpt."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"body of {size} bytes exceeds the limit of {limit}")
+        self.size = size
+        self.limit = limit

@@ -17,6 +17,8 @@ from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.ops.settings import CheckSettings, SentrySettings
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+from zqtwisted.zulip.activity_settings import UserActivitySettings
+from zqtwisted.zulip.settings import ZulipSettings
 
 SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
     {
@@ -27,6 +29,8 @@ SECTIONS: Mapping[str, type[Any]] = MappingProxyType(
         "outgoing_webhooks": OutgoingWebhookSettings,
         "push": PushSettings,
         "missedmessage": MissedMessageSettings,
+        "zulip": ZulipSettings,
+        "user_activity": UserActivitySettings,
     }
 )
 

@@ -2,7 +2,8 @@
 
 :class:`MemoryBroker` keeps queues in memory, honours prefetch, requeues unacked
 deliveries when a "connection" drops, and confirms publishes (or, with
-``hold_confirms``, holds the confirms back as RabbitMQ does under a memory alarm).  It passes the same
+``hold_confirms``, holds the confirms back as RabbitMQ does under a memory alarm; :meth:`MemoryBroker.block`
+also says so through ``blocked``, as RabbitMQ's ``connection.blocked`` does).  It passes the same
 contract tests as the real AMQP broker (``tests/contract.py``).  Deliveries are
 scheduled with ``callLater(0)`` on the clock it is given, like network I/O would
 arrive, so tests drive it with ``Clock.advance(0)`` or :meth:`MemoryBroker.flush`.
@@ -24,6 +25,7 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from zqtwisted.runtime.broker import (
+    ORIGINAL_SIZE,
     AckTracker,
     BrokerSession,
     BrokerUnavailable,
@@ -58,10 +60,18 @@ def requeue_message(queue: deque[StoredMessage], message: StoredMessage) -> None
 class MemoryChannel:
     """A consumer channel of :class:`MemorySession`."""
 
-    def __init__(self, session: MemorySession, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]):
+    def __init__(
+        self,
+        session: MemorySession,
+        queue: str,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+        max_body: int | None = None,
+    ):
         self._session = session
         self.queue = queue
         self.prefetch = prefetch
+        self.max_body = max_body
         self._on_delivery = on_delivery
         self._tags = itertools.count(1)
         self.unacked: dict[int, StoredMessage] = {}
@@ -116,13 +126,16 @@ class MemoryChannel:
         tag = next(self._tags)
         self.unacked[tag] = message
         self._tracker.delivered(tag)
+        body, headers = message.body, dict(message.headers)
+        if self.max_body is not None and len(body) > self.max_body:  # cut, as the AMQP consumer channel does
+            body, headers[ORIGINAL_SIZE] = body[: self.max_body + 1], len(body)
         return Delivery(
             queue=self.queue,
-            body=message.body,
+            body=body,
             tag=tag,
             channel=self,
             redelivered=message.redelivered,
-            headers=dict(message.headers),
+            headers=headers,
         )
 
     def _close(self) -> None:
@@ -150,17 +163,27 @@ class MemorySession:
     def is_open(self) -> bool:
         return self._open
 
+    @property
+    def node(self) -> str:
+        return "memory"
+
+    @property
+    def blocked(self) -> str | None:
+        return self.broker.blocked
+
     def declare_queue(self, name: str) -> Deferred[None]:
         if not self._open:
             return fail(BrokerUnavailable("connection closed"))
         self.broker.queues.setdefault(name, deque())
         return succeed(None)
 
-    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
+    def consume(
+        self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None], max_body: int | None = None
+    ) -> Deferred[ConsumerChannel]:
         if not self._open:
             return fail(BrokerUnavailable("connection closed"))
         self.broker.queues.setdefault(queue, deque())
-        channel = MemoryChannel(self, queue, prefetch, on_delivery)
+        channel = MemoryChannel(self, queue, prefetch, on_delivery, max_body)
         self.channels.append(channel)
         self.broker._schedule()
         return succeed(channel)
@@ -220,6 +243,8 @@ class MemoryBroker:
         self.sessions: list[MemorySession] = []
         self.publish_error: Exception | None = None
         self.hold_confirms = False
+        self.blocked: str | None = None
+        self.problem: str | None = None
         self.unconfirmed: list[tuple[str, bytes, dict[str, Any], Deferred[None]]] = []
         self._listeners: list[SessionListener] = []
         self._session: MemorySession | None = None
@@ -283,6 +308,7 @@ class MemoryBroker:
 
         def on_session(session: BrokerSession) -> Deferred[None]:
             deadline.sending = True
+            deadline.session = session
             return self._publish_on(session, queue, body, headers)
 
         return deadline.apply(self.session(limit).addCallback(on_session), self.clock)
@@ -295,9 +321,15 @@ class MemoryBroker:
 
     # -- helpers for tests ------------------------------------------------------
 
+    def block(self, reason: str = "low on memory") -> None:
+        """As a RabbitMQ resource alarm: publishes are held unconfirmed and sessions say they are ``blocked``."""
+        self.hold_confirms = True
+        self.blocked = reason
+
     def release_confirms(self) -> None:
-        """Route and confirm the publishes held by ``hold_confirms`` (and stop holding)."""
+        """Route and confirm the publishes held by ``hold_confirms`` (and stop holding, or being blocked)."""
         self.hold_confirms = False
+        self.blocked = None
         held, self.unconfirmed = self.unconfirmed, []
         for queue, body, headers, d in held:
             self._store(queue, body, headers)

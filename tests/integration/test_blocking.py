@@ -9,8 +9,9 @@ import subprocess
 import pika
 from twisted.trial import unittest
 
-from tests.helpers import require_rabbitmq, unique_queue
-from zqtwisted.blocking import BlockingPublisher, queue_json_publish_blocking
+from tests.helpers import environ, require_rabbitmq, unique_queue
+from tests.integration.vhost import fresh_vhost, rabbitmqctl, require_rabbitmqctl, vhost_url
+from zqtwisted.blocking import BlockingPublisher, configured_publisher, queue_json_publish_blocking
 
 
 class BlockingPublisherTests(unittest.TestCase):
@@ -61,3 +62,18 @@ class BlockingPublisherTests(unittest.TestCase):
         """queue_json_publish_blocking publishes through a shared publisher."""
         queue_json_publish_blocking(self.queue, {"b": 2})
         self.assertEqual(self.bodies(), [{"b": 2}])
+
+
+class ConfiguredBrokerTests(unittest.TestCase):
+    def setUp(self) -> None:
+        require_rabbitmq(self)
+        require_rabbitmqctl(self)
+
+    def test_environment_chooses_the_broker(self) -> None:
+        """Defect 7: without a URL, queue_json_publish_blocking publishes to $ZQ_BROKER_URL (not the default)."""
+        vhost = fresh_vhost(self)
+        with environ(ZQ_BROKER_URL=vhost_url(vhost), ZQ_CONFIG=""):
+            queue_json_publish_blocking("zq_blocking_env", {"a": 1})
+            configured_publisher().close()
+        rows = rabbitmqctl("-q", "list_queues", "-p", vhost, "name", "messages").split()
+        self.assertEqual(rows[-2:], ["zq_blocking_env", "1"])

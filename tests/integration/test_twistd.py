@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import treq
@@ -14,10 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
+from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
 from tests.contract import inline
-from tests.helpers import free_port
+from tests.helpers import free_port, require_rabbitmq
 from tests.integration.base import IntegrationCase
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +173,80 @@ class TwistdTests(IntegrationCase):
         code = await self.wait_exit(child, 30)
         self.assertNotEqual(code, 0)
         self.assertIn("unknown queue 'no_such_queue'", self.log_text())
+
+
+class StartFailureTests(unittest.TestCase):
+    """Defects 3 and 8: a process that cannot work ends at once, non-zero, with one clear line."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        require_rabbitmq(self)
+        self.tmp = tempfile.mkdtemp(prefix="zqtest-start-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def twistd(self, config: str, *args: str) -> tuple[int, str, float]:
+        path = Path(self.tmp) / "zq.toml"
+        path.write_text(
+            config
+            + f'\n[paths]\nstats_dir = "{self.tmp}"\nerror_dir = "{self.tmp}"\ntest_queue_file = "{self.tmp}/t"\n'
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ZQ_CONFIG": str(path)}
+        env.pop("ZQ_BROKER_URL", None)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zqworkers", *args],
+            env=env,
+            cwd=self.tmp,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        return done.returncode, (done.stdout + done.stderr).decode(errors="replace"), time.monotonic() - started
+
+    def test_failed_start_ends_the_process_promptly(self) -> None:
+        """A worker whose start() fails (worker-num outside the shards) ends the process: status 1, within seconds."""
+        config = f'[missedmessage]\nshards = 2\nsqlite_path = "{self.tmp}/mm.sqlite3"\n[workers]\nhttp = ""\n'
+        code, out, elapsed = self.twistd(
+            config, "--queue", "missedmessage_emails", "--queue", "test", "--worker-num", "5"
+        )
+        self.assertEqual(code, 1, out)
+        self.assertLess(elapsed, 15, out)
+        self.assertIn("--worker-num 5 is outside 1..2", out)
+
+    def test_configuration_holes_are_one_line(self) -> None:
+        """A missing password_file, a directory as config, a bad port, a bad or busy --http: one line, status 1."""
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            port = busy.getsockname()[1]
+            cases = [
+                (
+                    '[broker]\npassword_file = "/nonexistent/pw"\n',
+                    (),
+                    "broker.password_file: cannot read /nonexistent/pw",
+                ),
+                ('[broker]\nurl = "amqp://guest:guest@127.0.0.1:abc/"\n', (), "broker.url: the port is not a number"),
+                ("[queues.noop]\nprefetch = 70000\n", (), "queues.noop.prefetch: must be at most 65535"),
+                ("", ("--http", "tcp:notaport"), "invalid HTTP endpoint 'tcp:notaport'"),
+                ("", ("--http", f"tcp:{port}:interface=127.0.0.1"), "Address already in use"),
+            ]
+            for config, extra, expected in cases:
+                code, out, _ = self.twistd(config, "--queue", "noop", *extra)
+                self.assertEqual(code, 1, out)
+                self.assertIn(expected, out)
+                self.assertNotIn("Traceback", out)
+                self.assertEqual(len([line for line in out.splitlines() if "zqworkers:" in line]), 1, out)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        done = subprocess.run(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "zqworkers", "--config", self.tmp, "--all"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(
+            done.stderr.decode().strip(),
+            f"zqworkers: configuration: cannot read the config file {self.tmp}: Is a directory",
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -12,12 +13,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, ITCPTransport
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -29,9 +30,10 @@ from zqtwisted.runtime.consumer import WorkerContext
 from zqtwisted.runtime.deadletter import DeadLetterer
 from zqtwisted.runtime.retry import BackoffPolicy
 from zqtwisted.runtime.runner import QueueRunner, RunnerSettings
-from zqtwisted.testing import MemoryBroker, RecordingPublisher, TrackingFactory
+from zqtwisted.testing import MemoryBroker, RecordingPublisher, StoredMessage, TrackingFactory
 from zqtwisted.webhooks.guard import DisallowedNetworkError
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+from zqtwisted.webhooks.urls import MAX_REDIRECTS, InvalidURL, RedirectRefused, TooManyRedirects
 
 Handler = Callable[[Request, bytes], Any]
 
@@ -495,6 +497,207 @@ class RuntimeTests(WebhookHTTPTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ServiceUnavailable)), 1)  # the runtime's "Problem handling data"
 
 
+class Moved(Resource):
+    """A bot server that moved: ``/r/{status}`` answers that redirect to ``location``; ``/r/final`` answers
+    ``{"content": "<method> <body length>"}``."""
+
+    isLeaf = True
+
+    def __init__(self, location: bytes = b"final") -> None:
+        super().__init__()
+        self.location = location
+        self.seen: list[tuple[bytes, bytes, bytes, bytes | None]] = []
+
+    def render(self, request: Request) -> bytes:
+        assert request.method is not None
+        name = request.postpath[0] if request.postpath else b""
+        body = _body(request)
+        self.seen.append((request.method, name, body, request.getHeader(b"content-type")))
+        if name.isdigit():
+            request.setResponseCode(int(name))
+            request.setHeader(b"location", self.location)
+            return b"moved"
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"content": f"{request.method.decode()} {len(body)}"}).encode()
+
+
+class PermanentFailureTestCase(WebhookHTTPTestCase):
+    """Runs one event under the real runtime and waits for its dead letter."""
+
+    async def dead_letter(self, url: str, **settings: Any) -> tuple[MemoryBroker, StoredMessage]:
+        worker = self.worker(**settings)
+        broker = MemoryBroker(reactor)
+        runner_settings = RunnerSettings(concurrency=10, backoff=BackoffPolicy(0.01, 0.05), timeout=30.0)
+        runner = QueueRunner(
+            worker, runner_settings, broker, DeadLetterer(broker, self.temp_path(), reactor, 5.0), reactor
+        )
+        await broker.connect()
+        session = broker.current_session()
+        assert session is not None
+        await runner.attach(session)
+        self.addCleanup(runner.stop, 5.0)
+        event = self.event(url, bot_owner_email="owner@example.com")
+        await broker.publish("outgoing_webhooks", json.dumps(event).encode())
+        for _ in range(200):
+            if broker.messages("outgoing_webhooks.failed") and len(self.replies()) >= 2:
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        await deferLater(reactor, 0.2, lambda: None)  # time enough for a retry (backoff <= 50 ms), if one came
+        letters = list(broker.queues.get("outgoing_webhooks.failed", ()))
+        self.assertEqual(len(letters), 1, "dead-lettered once")
+        self.assertEqual(broker.messages("outgoing_webhooks"), [], "not retried")
+        self.assertEqual(letters[0].headers["x-zq-reason"], "permanent")
+        return broker, letters[0]
+
+
+class RedirectTests(PermanentFailureTestCase):
+    """follow_redirects = true against a real server on 127.0.0.1 (allowlisted) that redirects the POST."""
+
+    async def test_redirects_of_the_post_follow_rfc_9110(self) -> None:
+        """307/308 and 301/302 repeat the POST with its body; 303 becomes a GET without body (was: only 303 worked)."""
+        moved = Moved()
+        base = self.serve(moved, b"r")
+        worker = self.worker(follow_redirects=True)
+        for status in (301, 302, 303, 307, 308):
+            moved.seen.clear()
+            await worker.consume(worker.validate(self.event(f"{base}/{status}")))
+            (method, name, first, _), (final_method, final, body, content_type) = moved.seen
+            self.assertEqual((method, name, final), (b"POST", str(status).encode(), b"final"))
+            if status == 303:
+                self.assertEqual((final_method, body, content_type), (b"GET", b"", None))
+            else:
+                self.assertEqual((final_method, body, content_type), (b"POST", first, b"application/json"))
+        n = len(first)
+        self.assertEqual(
+            self.replies(), [("reply", f"POST {n}")] * 2 + [("reply", "GET 0")] + [("reply", f"POST {n}")] * 2
+        )
+
+    async def test_redirect_to_a_private_address_is_dead_lettered(self) -> None:
+        """A redirect to the metadata address is refused by the guard: dead-lettered at once, Zulip's 407 texts."""
+        moved = Moved(b"http://169.254.169.254/latest/meta-data/")
+        url = self.serve(moved, b"r") + "/307"
+        _, letter = await self.dead_letter(url, follow_redirects=True)
+        self.assertEqual(len(moved.seen), 1)
+        self.assertEqual(letter.headers["x-zq-exception"], "DisallowedNetworkError")
+        self.assertIn(
+            "169.254.169.254 resolves to 169.254.169.254, after redirect 1 (307 from", letter.headers["x-zq-message"]
+        )
+        self.assertEqual(self.replies()[0], ("failure", "Failure! Third party responded with 407"))
+        self.assertIn("for a private or disallowed network.", self.replies()[1][1])
+        self.flushLoggedErrors(DisallowedNetworkError)
+
+    async def test_redirect_loop_is_dead_lettered(self) -> None:
+        """A redirect loop stops after 5 hops (6 requests), once: TooManyRedirects, dead-lettered, Zulip's notice."""
+        moved = Moved(b"308")
+        url = self.serve(moved, b"r") + "/308"
+        _, letter = await self.dead_letter(url, follow_redirects=True)
+        self.assertEqual(len(moved.seen), MAX_REDIRECTS + 1)
+        self.assertEqual(letter.headers["x-zq-exception"], "TooManyRedirects")
+        self.assertEqual(self.replies()[0][0], "failure")
+        self.assertIn("An exception of type *TooManyRedirects* occurred", self.replies()[0][1])
+        self.assertIn("more than 5 redirects", self.replies()[1][1])
+        self.flushLoggedErrors(TooManyRedirects)
+
+    async def test_redirect_to_another_scheme_is_dead_lettered(self) -> None:
+        """A redirect to a file: URL is refused, dead-lettered with the reason."""
+        moved = Moved(b"file:///etc/passwd")
+        url = self.serve(moved, b"r") + "/302"
+        _, letter = await self.dead_letter(url, follow_redirects=True)
+        self.assertEqual(letter.headers["x-zq-exception"], "RedirectRefused")
+        self.assertIn("only http and https", letter.headers["x-zq-message"])
+        self.flushLoggedErrors(RedirectRefused)
+
+    async def test_unparsable_url_is_dead_lettered(self) -> None:
+        """A URL IDNA refuses is dead-lettered as InvalidURL with Zulip's exception notice (was: acked)."""
+        _, letter = await self.dead_letter("http://a..b/hook?token=s3cret")
+        self.assertEqual(letter.headers["x-zq-exception"], "InvalidURL")
+        self.assertNotIn("s3cret", letter.headers["x-zq-message"])
+        self.assertIn("An exception of type *InvalidURL* occurred", self.replies()[0][1])
+        self.flushLoggedErrors(InvalidURL)
+
+
+class IPv6Tests(PermanentFailureTestCase):
+    """IPv6-literal bot URLs against a real server on [::1] (skipped where the machine has no IPv6 loopback)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        if not has_ipv6_loopback():
+            raise SkipTest("this machine has no IPv6 loopback (::1): `ip -6 addr show lo`")
+
+    def serve6(self, resource: Resource, path: bytes = b"hook") -> str:
+        """Serve ``resource`` on [::1], port 0, until cleanup."""
+        root = Resource()
+        root.putChild(path, resource)
+        factory = TrackingFactory(Site(root))
+        port = listen_local(factory, interface="::1")
+
+        async def stop() -> None:
+            await stop_listening(port)
+            await factory.close_all()
+
+        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
+        address = port.getHost()
+        assert isinstance(address, IPv6Address)
+        return f"http://[::1]:{address.port}/{path.decode()}"
+
+    async def test_allowlisted_ipv6_literal_is_called(self) -> None:
+        """http://[::1]:port/ with ::1/128 allowlisted reaches the server (was: an IDNA error)."""
+        hook = Hook(json_answer({"content": "over IPv6"}))
+        url = self.serve6(hook)
+        await self.worker(allow_networks=("::1/128",)).consume(self.event(url))
+        self.assertEqual(len(hook.requests), 1)
+        self.assertEqual(hook.requests[0][0].getHeader(b"host"), url.split("/")[2].encode())
+        self.assertEqual(self.replies(), [("reply", "over IPv6")])
+
+    async def test_ipv6_forms_of_loopback_are_refused(self) -> None:
+        """[::1], [::ffff:127.0.0.1], NAT64 and 6to4 forms of 127.0.0.1 are refused by the guard; nothing is sent."""
+        hook = Hook(json_answer({"content": "never"}))
+        port = self.serve6(hook).split("]:")[1].split("/")[0]
+        ipv4 = Hook(json_answer({"content": "never"}))
+        port4 = self.serve(ipv4).split(":")[2].split("/")[0]
+        worker = self.worker(allow_networks=())
+        for host, number in (
+            ("::1", port),
+            ("::ffff:127.0.0.1", port4),
+            ("64:ff9b::7f00:1", port4),
+            ("2002:7f00:1::1", port4),
+        ):
+            with self.assertRaises(DisallowedNetworkError, msg=host):
+                await worker.consume(self.event(f"http://[{host}]:{number}/hook"))
+        self.assertEqual((hook.requests, ipv4.requests), ([], []))
+
+    async def test_private_ipv6_literal_is_dead_lettered(self) -> None:
+        """Under the runtime, a refused [::1] URL is dead-lettered once with Zulip's 407 texts (was: acked)."""
+        hook = Hook(json_answer({"content": "never"}))
+        _, letter = await self.dead_letter(self.serve6(hook), allow_networks=())
+        self.assertEqual(letter.headers["x-zq-exception"], "DisallowedNetworkError")
+        self.assertEqual(hook.requests, [])
+        self.assertEqual(self.replies()[0], ("failure", "Failure! Third party responded with 407"))
+        self.flushLoggedErrors(DisallowedNetworkError)
+
+    async def test_redirect_from_ipv4_to_ipv6(self) -> None:
+        """A 307 from 127.0.0.1 to [::1] is followed through the guard when both are allowlisted, refused otherwise."""
+        hook = Hook(json_answer({"content": "moved to IPv6"}))
+        moved = Moved(self.serve6(hook).encode())
+        url = self.serve(moved, b"r") + "/307"
+        await self.worker(follow_redirects=True, allow_networks=("127.0.0.1/32", "::1/128")).consume(self.event(url))
+        self.assertEqual(self.replies(), [("reply", "moved to IPv6")])
+        self.assertEqual(hook.requests[0][1], moved.seen[0][2])
+        with self.assertRaises(DisallowedNetworkError):
+            await self.worker(follow_redirects=True).consume(self.event(url))
+        self.assertEqual(len(hook.requests), 1)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether a socket can be bound to ::1 here."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def _body(request: Request) -> bytes:
     """The request's body (twisted.web always gives a POST one)."""
     assert request.content is not None
@@ -502,9 +705,9 @@ def _body(request: Request) -> bytes:
     return body
 
 
-def listen_local(factory: Any) -> IListeningPort:
-    """``factory`` listening on 127.0.0.1, on a free port."""
-    return reactor.listenTCP(0, factory, interface="127.0.0.1")
+def listen_local(factory: Any, interface: str = "127.0.0.1") -> IListeningPort:
+    """``factory`` listening on 127.0.0.1 (or ``::1``), on a free port."""
+    return reactor.listenTCP(0, factory, interface=interface)
 
 
 def port_number(port: IListeningPort) -> int:

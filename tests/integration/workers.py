@@ -78,3 +78,57 @@ class BatchWorker(LoopQueueProcessingWorker):
 
     def consume_batch(self, events: Sequence[Event]) -> None:
         record([*(e["id"] for e in events), f"batch:{len(events)}"])
+
+
+@assign_queue("zq_itest_cluster", is_test_queue=True)
+class ClusterWorker(QueueProcessingWorker):
+    """Records each event, many in flight (cluster, quorum tests); ``"hang": true`` records ``hang-ID``, never ends."""
+
+    concurrency = 100
+
+    def consume(self, event: Event) -> Deferred[None] | None:
+        if event.get("hang"):
+            record([f"hang-{event['id']}"])
+            return Deferred()
+        record([event["id"]])
+        return None
+
+
+@assign_queue("zq_itest_dashboard", is_test_queue=True)
+class DashboardWorker(QueueProcessingWorker):
+    """For the dashboard's tests: fails for good while the file ``fail_while`` exists; ``delay`` s per event."""
+
+    concurrency = 10
+
+    def consume(self, event: Event) -> Deferred[None] | None:
+        marker = event.get("fail_while")
+        if marker and os.path.exists(marker):
+            raise PermanentError(f"event {event['id']} fails while {marker} exists")
+        delay = event.get("delay")
+        if delay:
+            return deferLater(self.context.clock, float(delay), record, [event["id"]])
+        record([event["id"]])
+        return None
+
+
+@assign_queue("zq_itest_trouble", is_test_queue=True)
+class TroubleWorker(QueueProcessingWorker):
+    """For broker trouble (alarms, huge bodies): after ``delay`` s, ``"fault": "permanent"`` raises PermanentError,
+    ``"fault": "retry"`` TransientError; the others are recorded."""
+
+    concurrency = 10
+
+    def consume(self, event: Event) -> Deferred[None] | None:
+        delay = event.get("delay")
+        if delay:
+            return deferLater(self.context.clock, float(delay), self._finish, event)
+        self._finish(event)
+        return None
+
+    def _finish(self, event: Event) -> None:
+        fault = event.get("fault")
+        if fault == "permanent":
+            raise PermanentError(f"event {event['id']} cannot be handled")
+        if fault == "retry":
+            raise TransientError(f"event {event['id']} fails for now")
+        record([event["id"]])

@@ -1,10 +1,22 @@
-"""AckTracker: multiple-acks only where they are exact."""
+"""AckTracker: multiple-acks only where they are exact; publish deadlines; the size of a cut body."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from zqtwisted.runtime.broker import AckTracker
+from zqtwisted.runtime.broker import (
+    ORIGINAL_SIZE,
+    AckTracker,
+    BrokerUnavailable,
+    Delivery,
+    PublishDeadline,
+    PublishTimeout,
+    body_size,
+)
 
 
 class AckTrackerTests(unittest.TestCase):
@@ -34,3 +46,42 @@ class AckTrackerTests(unittest.TestCase):
         self.assertEqual(t.settle([4, 5]), [(5, False)])
         self.assertEqual(t.settle([5]), [])
         self.assertFalse(t.forget(5))
+
+
+class BlockedSession:
+    node = "mq:5672"
+    blocked: str | None = "low on disk"
+
+
+class PublishDeadlineTests(unittest.TestCase):
+    def expire(self, sending: bool, session: Any = None) -> str:
+        clock = Clock()
+        deadline = PublishDeadline(2.0)
+        deadline.sending, deadline.session = sending, session
+        d: Deferred[None] = deadline.apply(Deferred(), clock)
+        clock.advance(2.0)
+        failure = self.failureResultOf(d, BrokerUnavailable, PublishTimeout)
+        return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+
+    def test_what_a_missed_deadline_says(self) -> None:
+        """No session: BrokerUnavailable; sent: PublishTimeout, naming the broker's block when there is one."""
+        self.assertEqual(self.expire(False), "BrokerUnavailable: no broker connection within 2s")
+        self.assertEqual(self.expire(True), "PublishTimeout: publish not confirmed within 2s")
+        self.assertEqual(
+            self.expire(True, BlockedSession()),
+            "PublishTimeout: publish not confirmed within 2s: RabbitMQ at mq:5672 blocks publishing (low on disk)",
+        )
+
+
+class BodySizeTests(unittest.TestCase):
+    def test_the_size_as_published(self) -> None:
+        """A cut body's size is its header's; otherwise (or for a nonsensical header) its length."""
+        channel: Any = None
+
+        def size(body: bytes, headers: dict[str, Any]) -> int:
+            return body_size(Delivery("q", body, 1, channel, headers=headers))
+
+        self.assertEqual(size(b"abc", {}), 3)
+        self.assertEqual(size(b"abc", {ORIGINAL_SIZE: 50_000_000}), 50_000_000)
+        for bogus in (2, True, "9", None):
+            self.assertEqual(size(b"abc", {ORIGINAL_SIZE: bogus}), 3)

@@ -18,6 +18,7 @@ from zqtwisted.ops.check import (
     WARNING,
     analyze_queue_stats,
     check_consumers,
+    check_failed,
     limits_for,
     parse_stats,
     run_check,
@@ -207,3 +208,60 @@ class SettingsTests(TestCase):
         self.assertIn("check.limits.email_senders", str(e.exception))
         with self.assertRaises(ConfigError):
             parse_config({"check": {"limits": {"email_senders": "fast"}}}, SECTIONS)
+
+
+class ZeroConsumerStuckTests(RunCheckTests):
+    def test_frozen_worker_dropped_by_heartbeats_is_stuck(self) -> None:
+        """A stats queue with 0 consumers (heartbeats dropped the frozen worker) and stale stats is CRITICAL 'stuck'."""
+        self.write("outgoing_webhooks", stats(update=NOW - 200))
+        code, text = self.check({"outgoing_webhooks": (30, 0)})
+        self.assertEqual(code, CRITICAL)
+        self.assertIn("queue appears to be stuck, last update", text)
+        self.assertEqual(self.check({"outgoing_webhooks": (10, 0)})[0], OK, "10 waiting: idle, not stuck")
+
+    def test_stuck_seconds_parameter(self) -> None:
+        """The 180 s threshold is a parameter."""
+        self.write("outgoing_webhooks", stats(update=NOW - 20))
+        counts = {"outgoing_webhooks": (30, 1)}
+        self.assertEqual(run_check(counts, self.dir, NOW, stats_queues=QUEUES)[0], OK)
+        self.assertEqual(run_check(counts, self.dir, NOW, stats_queues=QUEUES, stuck_seconds=10)[0], CRITICAL)
+
+    def test_zulip_normal_queues_use_stats_rules(self) -> None:
+        """Zulip's normal_queues (user_activity) write stats even when zqtwisted does not serve them."""
+        code, _ = run_check({"user_activity": (0, 1)}, self.dir, NOW, stats_queues=())
+        self.assertEqual(code, UNKNOWN)
+
+    def test_dotted_and_tornado_names(self) -> None:
+        """Dotted names are skipped; notify_tornado queues are never judged by stats."""
+        self.assertEqual(self.check({"outgoing_webhooks.failed": (500, 0), "notify_tornado": (3, 1)})[0], OK)
+
+
+class FailedCheckTests(TestCase):
+    def test_limits(self) -> None:
+        """Dead letters above warning warn, above critical are critical, per queue; other queues are ignored."""
+        limits = {"email_senders": (10, 20)}.get
+        counts = {"email_senders.failed": (15, 0), "noop.failed": (0, 0), "noop": (100, 0), ".failed": (9, 0)}
+        code, text = check_failed(counts, NOW, lambda q: limits(q) or (0, 100))
+        self.assertEqual(
+            (code, text),
+            (WARNING, f"{NOW}|1|WARNING|queue email_senders.failed problem: WARNING:dead letters warning: 15"),
+        )
+        code, text = check_failed({"x.failed": (101, 0)}, NOW)
+        self.assertEqual(code, CRITICAL)
+        self.assertEqual(check_failed({}, NOW), (OK, f"{NOW}|0|OK|dead letters normal"))
+
+    def test_settings(self) -> None:
+        """[check] failed limits and stuck_seconds are validated; failed_limits_for falls back to the defaults."""
+        settings = CheckSettings(failed_warning=1, failed_critical=5, failed_limits={"q": [2, 3]})
+        self.assertEqual((settings.failed_limits_for("q"), settings.failed_limits_for("r")), ((2, 3), (1, 5)))
+        for raw, key in [
+            ({"failed_warning": 9, "failed_critical": 1}, "failed_warning"),
+            ({"failed_limits": {"q": [1.5, 3]}}, "failed_limits.q"),
+            ({"stuck_seconds": 0}, "stuck_seconds"),
+            ({"timeout": 0}, "timeout"),
+            ({"rabbitmqctl": ""}, "rabbitmqctl"),
+            ({"management_url": "ftp://x"}, "management_url"),
+            ({"management_password": "a", "management_password_file": "/x"}, "management_password_file"),
+        ]:
+            with self.assertRaisesRegex(ConfigError, f"check.{key}"):
+                parse_config({"check": raw}, SECTIONS)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
+from typing import Any
 
 from twisted.trial import unittest
 
@@ -153,3 +154,114 @@ class ConfigTests(unittest.TestCase):
         """Broker URLs are logged with the password masked."""
         self.assertEqual(redact_url("amqp://zulip:s3cret@mq:5672/%2F"), "amqp://zulip:***@mq:5672/%2F")
         self.assertEqual(redact_url("amqp://mq/%2F"), "amqp://mq/%2F")
+
+
+class ClusterConfigTests(unittest.TestCase):
+    URLS = ["amqp://u:p@mq1/%2F", "amqp://u:p@mq2/%2F"]
+
+    def test_urls_replace_url(self) -> None:
+        """[broker] urls lists a cluster's nodes and replaces url; without it the one url is the node."""
+        config = parse_config({"broker": {"urls": self.URLS, "failover_strategy": "round-robin"}})
+        self.assertEqual(config.broker.node_urls(), tuple(self.URLS))
+        self.assertEqual(config.broker.failover_strategy, "round-robin")
+        self.assertEqual(parse_config({}).broker.node_urls(), ("amqp://guest:guest@127.0.0.1:5672/%2F",))
+
+    def test_bad_urls_strategy_and_duplicates(self) -> None:
+        """A node URL that is not amqp(s), a node listed twice or an unknown strategy names the key."""
+        with self.assertRaisesRegex(ConfigError, r"broker\.urls: expected amqp://"):
+            parse_config({"broker": {"urls": ["http://mq1/"]}})
+        with self.assertRaisesRegex(ConfigError, r"broker\.urls: a node is listed twice"):
+            parse_config({"broker": {"urls": [self.URLS[0], self.URLS[0]]}})
+        with self.assertRaisesRegex(ConfigError, r"broker\.failover_strategy: expected one of shuffle, round-robin"):
+            parse_config({"broker": {"failover_strategy": "random"}})
+
+    def test_environment_and_command_line(self) -> None:
+        """ZQ_BROKER_URLS sets the nodes; ZQ_BROKER_URL or --broker alone name the one node instead."""
+        path = Path(self.mktemp())
+        path.write_text(f"[broker]\nurls = {self.URLS!r}\n".replace("'", '"'))
+        from_env = load_config(str(path), environ={"ZQ_BROKER_URLS": "amqp://a@x/%2F, amqp://a@y/%2F"})
+        self.assertEqual(from_env.broker.node_urls(), ("amqp://a@x/%2F", "amqp://a@y/%2F"))
+        one = load_config(str(path), environ={"ZQ_BROKER_URL": "amqp://a@z/%2F"})
+        self.assertEqual(one.broker.node_urls(), ("amqp://a@z/%2F",))
+        both = load_config(str(path), environ={"ZQ_BROKER_URL": "amqp://a@z/%2F", "ZQ_BROKER_URLS": "amqp://a@x/%2F"})
+        self.assertEqual(both.broker.node_urls(), ("amqp://a@x/%2F",))
+        cli = load_config(str(path), environ={}).with_broker_url("amqp://a@w/%2F")
+        self.assertEqual(cli.broker.node_urls(), ("amqp://a@w/%2F",))
+
+    def test_password_file_applies_to_every_node(self) -> None:
+        """password_file supplies the password of each node's URL."""
+        secret = Path(self.mktemp())
+        secret.write_text("s3cret\n")
+        config = parse_config(
+            {"broker": {"urls": ["amqp://zulip@mq1/%2F", "amqp://zulip@mq2/%2F"], "password_file": str(secret)}}
+        )
+        self.assertEqual(config.broker.connection_url("amqp://zulip@mq2/%2F"), "amqp://zulip:s3cret@mq2/%2F")
+
+    def test_queue_types(self) -> None:
+        """queue_type is classic or quorum, in [workers] (the default) and per queue."""
+        config = parse_config({"workers": {"queue_type": "quorum"}, "queues": {"a": {"queue_type": "classic"}}})
+        self.assertEqual((config.workers.queue_type, config.queue("a").queue_type), ("quorum", "classic"))
+        self.assertIsNone(config.queue("b").queue_type)
+        with self.assertRaisesRegex(ConfigError, r"workers\.queue_type: expected one of classic, quorum, got 'stream'"):
+            parse_config({"workers": {"queue_type": "stream"}})
+        with self.assertRaisesRegex(ConfigError, r"queues\.a\.queue_type: expected one of classic, quorum"):
+            parse_config({"queues": {"a": {"queue_type": "lazy"}}})
+
+    def test_delivery_limit_needs_a_quorum_queue(self) -> None:
+        """delivery_limit is refused on a classic queue, accepted on a quorum one (its own type or the default)."""
+        with self.assertRaisesRegex(ConfigError, r"queues\.a\.delivery_limit: only quorum queues have one"):
+            parse_config({"queues": {"a": {"delivery_limit": 5}}})
+        with self.assertRaisesRegex(ConfigError, r"queues\.a\.delivery_limit: must be > 0"):
+            parse_config({"queues": {"a": {"queue_type": "quorum", "delivery_limit": 0}}})
+        config = parse_config({"workers": {"queue_type": "quorum"}, "queues": {"a": {"delivery_limit": 5}}})
+        self.assertEqual(config.queue("a").delivery_limit, 5)
+
+
+class DashboardTokenTests(unittest.TestCase):
+    def test_token_inline_or_from_a_file(self) -> None:
+        """[workers] http_token, or http_token_file (preferred, stripped); none makes the dashboard read-only."""
+        self.assertIsNone(parse_config({}).workers.http_secret())
+        inline = parse_config({"workers": {"http_token": "t" * 16}})
+        self.assertEqual(inline.workers.http_secret(), "t" * 16)
+        path = Path(self.mktemp())
+        path.write_text("from-a-file-0123456789\n")
+        config = parse_config({"workers": {"http_token": "t" * 16, "http_token_file": str(path)}})
+        self.assertEqual(config.workers.http_secret(), "from-a-file-0123456789")
+
+    def test_short_or_unreadable_tokens_are_errors(self) -> None:
+        """A token shorter than 16 characters, or a token file that cannot be read, is a ConfigError naming the key."""
+        with self.assertRaisesRegex(ConfigError, r"workers\.http_token: too short"):
+            parse_config({"workers": {"http_token": "short"}})
+        path = Path(self.mktemp())
+        path.write_text("short\n")
+        with self.assertRaisesRegex(ConfigError, r"workers\.http_token: too short"):
+            parse_config({"workers": {"http_token_file": str(path)}}).workers.http_secret()
+        with self.assertRaisesRegex(ConfigError, r"workers\.http_token_file: cannot read"):
+            parse_config({"workers": {"http_token_file": str(path) + ".missing"}}).workers.http_secret()
+
+    def test_token_is_never_shown_in_errors(self) -> None:
+        """A mistyped token is reported without its value."""
+        with self.assertRaises(ConfigError) as caught:
+            parse_config({"workers": {"http_token": 12345678901234567}})
+        self.assertNotIn("12345678901234567", str(caught.exception))
+
+
+class BoundsTests(unittest.TestCase):
+    def test_heartbeat_zero_and_short_limits(self) -> None:
+        """heartbeat 0 (Zulip's) is allowed; heartbeat, prefetch and batch_size stop at AMQP's 65535."""
+        self.assertEqual(parse_config({"broker": {"heartbeat": 0}}).broker.heartbeat, 0)
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"broker": {"heartbeat": 70000}}, "broker.heartbeat"),
+            ({"queues": {"noop": {"prefetch": 65536}}}, "queues.noop.prefetch"),
+            ({"queues": {"noop": {"batch_size": 100000}}}, "queues.noop.batch_size"),
+        ]
+        for raw, key in cases:
+            with self.assertRaisesRegex(ConfigError, key):
+                parse_config(raw)
+
+    def test_secret_files_are_read_at_load(self) -> None:
+        """A secret *_file that cannot be read stops loading with one line naming the key."""
+        path = Path(self.mktemp())
+        path.write_text('[broker]\npassword_file = "/nonexistent/zq-pw"\n')
+        with self.assertRaisesRegex(ConfigError, r"^broker.password_file: cannot read /nonexistent/zq-pw"):
+            load_config(str(path), environ={})

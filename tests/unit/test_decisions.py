@@ -29,6 +29,15 @@ class DecideTests(unittest.TestCase):
         verdict = decide(Failure(TransientError("x")), 3, POLICY, top)
         self.assertEqual((verdict.action, verdict.reason), (Action.DEAD_LETTER, "retries-exhausted"))
 
+    def test_unavailable_dependency_is_retried_without_counting(self) -> None:
+        """A DependencyUnavailable is retried however many tries were made, failed_tries unchanged."""
+        from zqtwisted.errors import DependencyUnavailable
+
+        for tries in (None, 0, 3, 10):
+            verdict = decide(Failure(DependencyUnavailable("db down")), tries, POLICY, top)
+            self.assertEqual((verdict.action, verdict.attempt), (Action.RETRY, tries or 0))
+            self.assertGreater(verdict.delay, 0)
+
     def test_permanent_timeout_malformed_dead_letter_at_once(self) -> None:
         """Permanent errors, time-outs and malformed events are dead-lettered on the first failure."""
         cases = [

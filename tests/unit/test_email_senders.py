@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
+import types
+from email.message import EmailMessage
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError
@@ -15,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.helpers import Harness
 from tests.resource_fakes import memory_resources
-from zqtwisted.config import parse_config
+from zqtwisted.config import Config, parse_config
 from zqtwisted.consumers.email_senders import (
     SPECS,
     DeferredEmailSenderWorker,
@@ -29,6 +32,7 @@ from zqtwisted.mail.smtp import SMTPPermanentError, SMTPTemporaryError, SMTPUnav
 from zqtwisted.mail.testing import FakeMailer
 from zqtwisted.runtime.consumer import BatchFailures, LoopQueueProcessingWorker, WorkerContext
 from zqtwisted.sections import SECTIONS
+from zqtwisted.zulip.pool import DatabaseUnavailable
 
 
 def event(to: str = "hamlet@example.com", **fields: Any) -> dict[str, Any]:
@@ -101,7 +105,7 @@ class ConsumeTests(TestCase):
         e = EmailHarness(self)
         e.mailer.fail_for["refused@example.com"] = SMTPPermanentError("550 no", 550, "no")
         e.mailer.fail_for["later@example.com"] = SMTPTemporaryError("451 later", 451, "later")
-        events = [
+        events: list[dict[str, Any]] = [
             event("a@example.com"),
             event("not an address"),
             event("refused@example.com"),
@@ -202,3 +206,72 @@ class DefaultMailerTests(TestCase):
         closing = resources.close()
         reactor.advance(0)
         self.successResultOf(closing)
+
+
+class ZulipModeTests(TestCase):
+    """Zulip mode: the spec builds the worker with Zulip's build_email over the shared database."""
+
+    def zulip_config(self) -> Any:
+        from tests.zulip_fakes import SETTINGS
+
+        return dataclasses.replace(SETTINGS, templates_dir="/srv/zulip/templates")
+
+    def test_specs_build_zulip_mode(self) -> None:
+        """With [zulip] database both workers get a Zulip builder over the one shared database."""
+        zulip = self.zulip_config()
+        resources, reactor, publisher = memory_resources(Config(sections=types.MappingProxyType({"zulip": zulip})))
+        workers = cast(
+            list[EmailSendingWorker],
+            [spec.build(WorkerContext(spec.queue, reactor, publisher), MailSettings(), resources) for spec in SPECS],
+        )
+        for worker in workers:
+            assert worker.zulip is not None
+            self.assertIs(worker.database, resources.zulip_database())
+            self.assertEqual(worker.zulip.templates.templates_dir, "/srv/zulip/templates")
+            self.assertEqual(worker.envelope_from, "noreply@zulip.example.com")
+
+    def test_builder_used_and_user_ids_logged(self) -> None:
+        """Events are built by the Zulip builder; the log names user ids, never the private addresses."""
+        e = EmailHarness(self)
+        built = EmailMessage()
+        built["Subject"] = "x"
+        built["To"] = "Hamlet <hamlet@private.example.org>"
+        built.set_content("x")
+        builder = FakeBuilder({"a": built})
+        e.worker.zulip = cast(Any, builder)
+        events: list[dict[str, Any]] = [
+            {"template_prefix": "zerver/emails/a", "to_user_ids": [10], "k": "a"},
+            {"template_prefix": "zerver/emails/a", "to_user_id": 11, "k": "a"},
+        ]
+        self.successResultOf(e.consume(events))
+        self.assertEqual([m.envelope.sender for m in e.mailer.sent], ["noreply@zulip.example.com"] * 2)
+        lines = [entry["log_format"].format(**entry) for entry in e.logged if "Sending" in entry["log_format"]]
+        self.assertEqual(lines, ["Sending a email to user 10", "Sending a email to user 11"])
+
+    def test_database_unavailable_fails_the_rest(self) -> None:
+        """The database not answering fails the rest of the batch at once with the same (retried) error."""
+        e = EmailHarness(self)
+        e.worker.zulip = cast(Any, FakeBuilder({}))
+        result = self.successResultOf(e.consume([{"k": "down"}, {"k": "x"}, {"k": "y"}]))
+        assert isinstance(result, BatchFailures)
+        self.assertEqual(sorted(result.failures), [0, 1, 2])
+        self.assertTrue(all(isinstance(f, DatabaseUnavailable) for f in result.failures.values()))
+        self.assertEqual(e.worker.zulip.calls, 1)  # type: ignore[union-attr]
+
+
+class FakeBuilder:
+    """Stands in for ZulipEmailBuilder: messages by the event's "k", DatabaseUnavailable for "down"."""
+
+    envelope_from = "noreply@zulip.example.com"
+
+    def __init__(self, messages: dict[str, EmailMessage]) -> None:
+        self.messages = messages
+        self.calls = 0
+
+    def build(self, event: dict[str, Any], now: float) -> Any:
+        from twisted.internet.defer import fail, succeed
+
+        self.calls += 1
+        if event["k"] == "down":
+            return fail(DatabaseUnavailable("query fetch_email_users got no answer within 5s"))
+        return succeed(self.messages[event["k"]])

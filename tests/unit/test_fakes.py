@@ -32,7 +32,9 @@ from zqtwisted.missedmessage.store import MemoryStore, PendingStore
 from zqtwisted.missedmessage.unread import HTTPUnreadChecker, UnreadChecker
 from zqtwisted.push.bouncer import BouncerBackend, LogBackend, PushBackend
 from zqtwisted.push.testing import FakeBouncer
-from zqtwisted.runtime.amqp import AMQPBroker, AMQPConsumerChannel, AMQPSession
+from zqtwisted.runtime.amqp import AMQPBroker
+from zqtwisted.runtime.amqp_channel import AMQPConsumerChannel
+from zqtwisted.runtime.amqp_session import AMQPSession
 from zqtwisted.runtime.broker import Broker, BrokerSession, ConsumerChannel, Delivery
 from zqtwisted.runtime.consumer import JsonPublisher
 from zqtwisted.runtime.publisher import Publisher

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from types import SimpleNamespace
 from typing import Any, cast
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -163,7 +164,7 @@ class ResourceTests(TestCase):
         """/ready is 503 until connected with every consumer attached, and again when a consumer is lost."""
         code, body, _ = get(self.root, b"ready")
         self.assertEqual(code, 503)
-        self.ready.session_started(object())
+        self.ready.session_started(SimpleNamespace(node="127.0.0.1:5682"))
         self.ready.attached("q", True)
         code, body, _ = get(self.root, b"ready")
         assert isinstance(body, dict)
@@ -172,15 +173,67 @@ class ResourceTests(TestCase):
         code, body, _ = get(self.root, b"ready")
         self.assertEqual(code, 200)
         self.assertEqual(
-            body, {"ready": True, "connected": True, "consumers": 2, "consumers_attached": 2, "detached": []}
+            body,
+            {
+                "ready": True,
+                "connected": True,
+                "node": "127.0.0.1:5682",
+                "consumers": 2,
+                "consumers_attached": 2,
+                "detached": [],
+            },
         )
         self.ready.session_lost(object())
-        self.assertEqual(get(self.root, b"ready")[0], 503)
+        code, body, _ = get(self.root, b"ready")
+        assert isinstance(body, dict)
+        self.assertEqual((code, body["node"]), (503, None))
 
     def test_ready_accepts_a_bool(self) -> None:
         """is_ready may return a plain bool."""
         root = make_root(self.metrics.registry, lambda: True, self.probe)
         self.assertEqual(get(root, b"ready")[:2], (200, {"ready": True}))
+
+    def test_ready_waits_for_added_checks(self) -> None:
+        """A dependency added with add_check (Zulip's database) must answer too; /ready names it while it does not."""
+        answers = {"zulip_database": False}
+        self.ready.add_check("zulip_database", lambda: answers["zulip_database"])
+        self.ready.session_started(SimpleNamespace(node="n"))
+        self.ready.attached("q", True)
+        self.ready.attached("r", True)
+        code, body, _ = get(self.root, b"ready")
+        assert isinstance(body, dict)
+        self.assertEqual((code, body["unavailable"]), (503, ["zulip_database"]))
+        answers["zulip_database"] = True
+        code, body, _ = get(self.root, b"ready")
+        assert isinstance(body, dict)
+        self.assertEqual((code, body["unavailable"]), (200, []))
+
+    def test_ready_says_why_not(self) -> None:
+        """503 says why: the broker's last failure while disconnected, its block (a resource alarm), detached queues."""
+        broker = SimpleNamespace(problem="RabbitMQ at mq:5672 refused the credentials of user zulip (ACCESS_REFUSED)")
+        ready = ReadinessTracker(["q"], broker)
+        root = make_root(self.metrics.registry, ready, self.probe)
+        self.assertEqual(get(root, b"ready")[:2][0], 503)
+        self.assertEqual(cast(dict[str, Any], get(root, b"ready")[1])["reason"], broker.problem)
+        broker.problem = None
+        self.assertEqual(cast(dict[str, Any], get(root, b"ready")[1])["reason"], "not connected to RabbitMQ")
+        session = SimpleNamespace(node="mq:5672", blocked=None)
+        ready.session_started(session)
+        self.assertEqual(cast(dict[str, Any], get(root, b"ready")[1])["reason"], "consumers not attached: q")
+        ready.attached("q", True)
+        session.blocked = "low on memory"
+        code, body, _ = get(root, b"ready")
+        assert isinstance(body, dict)
+        self.assertEqual((code, body["blocked"]), (503, "low on memory"))
+        self.assertEqual(
+            body["reason"], "RabbitMQ at mq:5672 blocks publishing: low on memory (a memory or disk alarm)"
+        )
+        session.blocked = None
+        code, body, _ = get(root, b"ready")
+        assert isinstance(body, dict)
+        self.assertEqual(code, 200)
+        self.assertNotIn("blocked", body)
+        self.assertNotIn("reason", body)
 
     def test_readiness_without_consumers_is_not_ready(self) -> None:
         """Connected with no consumer at all is not ready."""
@@ -214,3 +267,12 @@ class ServiceTests(TestCase):
         self.assertTrue(probe.running)
         self.successResultOf(service.stopService())
         self.assertFalse(probe.running)
+
+    def test_more_children_under_the_root(self) -> None:
+        """make_root puts the children it is given (the dashboard) beside /metrics, /health and /ready."""
+        page = Resource()
+        page.isLeaf = True
+        page.render = lambda request: b"page"  # type: ignore[method-assign]
+        root = make_root(MetricsObserver().registry, lambda: True, ReactorLagProbe(Clock()), {b"": page})
+        self.assertEqual(get(root, b"")[:2], (200, b"page"))
+        self.assertEqual(get(root, b"ready")[0], 200)

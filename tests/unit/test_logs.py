@@ -126,6 +126,13 @@ class SecretsTests(TestCase):
         register_config_secrets(config, masker)
         self.assertEqual(masker.mask(f"pw {BROKER_PASSWORD} dsn https://dsnkey-5555@x"), "pw *** dsn https://***@x")
 
+    def test_every_node_password_registered(self) -> None:
+        """The password of each node in [broker] urls is masked too."""
+        config = parse_config({"broker": {"urls": ["amqp://a:node1-pw@mq1/", "amqp://a:node2-pw@mq2/"]}}, SECTIONS)
+        masker = SecretMasker()
+        register_config_secrets(config, masker)
+        self.assertEqual(masker.mask("node1-pw node2-pw"), "*** ***")
+
 
 class OutputTests(TestCase):
     def test_level_filter(self) -> None:

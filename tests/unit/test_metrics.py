@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
-from zqtwisted.ops.metrics import MetricsObserver
+from zqtwisted.ops.metrics import RECENT_CONSUMES, MetricsObserver
 
 
 def samples(observer: MetricsObserver) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -67,6 +69,19 @@ class MetricsObserverTests(TestCase):
         self.assertEqual(s[("zqtwisted_broker_reconnects_total", ())], 1)
         self.assertEqual(s[("zqtwisted_broker_connected", ())], 1)
 
+    def test_broker_blocked_is_read_at_scrape(self) -> None:
+        """zqtwisted_broker_blocked is 1 while the session says the broker blocks it (a resource alarm), else 0."""
+        m = MetricsObserver()
+        self.assertEqual(samples(m)[("zqtwisted_broker_blocked", ())], 0)
+        session = SimpleNamespace(blocked="low on memory")
+        m.session_started(session)
+        self.assertEqual(samples(m)[("zqtwisted_broker_blocked", ())], 1)
+        session.blocked = None
+        self.assertEqual(samples(m)[("zqtwisted_broker_blocked", ())], 0)
+        session.blocked = "low on disk"
+        m.session_lost(session)
+        self.assertEqual(samples(m)[("zqtwisted_broker_blocked", ())], 0)
+
     def test_reactor_lag(self) -> None:
         """Lag is a gauge with its maximum; each block is counted."""
         m = MetricsObserver()
@@ -92,3 +107,15 @@ class MetricsObserverTests(TestCase):
         m = MetricsObserver()
         m.failed("q", 1, "amqp://zulip:hunter2-secret@rabbit/")
         self.assertNotIn(b"hunter2-secret", m.exposition())
+
+    def test_recent_durations_keep_the_last_consumes(self) -> None:
+        """The last RECENT_CONSUMES consume durations of a queue are kept for the dashboard's quantiles."""
+        m = MetricsObserver(queues=["q"])
+        self.assertEqual(m.recent_durations("q"), [])
+        self.assertEqual(m.recent_durations("other"), [])
+        for i in range(RECENT_CONSUMES + 5):
+            m.consume_started("q", 1)
+            m.consumed("q", 1, float(i))
+        recent = m.recent_durations("q")
+        self.assertEqual(len(recent), RECENT_CONSUMES)
+        self.assertEqual(sorted(recent), [float(i) for i in range(5, RECENT_CONSUMES + 5)])

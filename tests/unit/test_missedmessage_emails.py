@@ -32,12 +32,12 @@ class HoldingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.hold = False
-        self.waiting: list[tuple[Deferred[float], Deferred[float]]] = []
+        self.waiting: list[tuple[Deferred[float | None], Deferred[float | None]]] = []
 
-    def add(self, event: Any, now: float, period: float) -> Deferred[float]:
+    def add(self, event: Any, now: float, period: float) -> Deferred[float | None]:
         if not self.hold:
             return super().add(event, now, period)
-        d: Deferred[float] = Deferred()
+        d: Deferred[float | None] = Deferred()
         self.waiting.append((d, super().add(event, now, period)))
         return d
 
@@ -188,3 +188,23 @@ class ShardingTests(TestCase):
         """--worker-num with shards = 1 warns that nothing publishes to the shard queue."""
         m = MissedMessageHarness(self, worker_num=1)
         self.assertTrue(any("shards = 1" in str(e.get("log_format")) for e in m.logged))
+
+
+class ZulipModeTests(TestCase):
+    def test_spec_builds_zulip_mode(self) -> None:
+        """With [zulip] database: a store over Zulip's table, emails built from Zulip's database, Zulip's events."""
+        from tests.zulip_fakes import SETTINGS
+        from zqtwisted.errors import MalformedEventError
+        from zqtwisted.zulip.missedmessage_store import ZulipNotificationStore
+
+        (spec,) = SPECS
+        resources, reactor, publisher = memory_resources(Config(sections=types.MappingProxyType({"zulip": SETTINGS})))
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), MissedMessageSettings(), resources)
+        assert isinstance(worker, MissedMessageWorker)
+        assert isinstance(worker.store, ZulipNotificationStore)
+        self.assertIs(worker.store.db, resources.zulip_database())
+        self.assertIsNotNone(worker.build_emails)
+        event = {"user_profile_id": 10, "message_id": 501, "trigger": "mentioned", "mentioned_user_group_id": None}
+        self.assertEqual(worker.validate(event), event)
+        with self.assertRaises(MalformedEventError):
+            worker.validate({"user_profile_id": 10, "message_id": "501", "trigger": "mentioned"})

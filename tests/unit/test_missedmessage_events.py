@@ -43,7 +43,22 @@ class ValidateTests(unittest.TestCase):
         self.assertMalformed(broken(lambda e: e.update(message_id=True)), "'message_id': expected int, got bool")
         self.assertMalformed(broken(lambda e: e.update(mentioned_user_group_id="x")), "mentioned_user_group_id")
         self.assertMalformed(broken(lambda e: e["message"].update(timestamp="now")), "message.timestamp")
-        self.assertMalformed(broken(lambda e: e["user"].update(batching_period_seconds=-1)), "must be >= 0")
+        self.assertMalformed(broken(lambda e: e["user"].update(batching_period_seconds=-1)), "expected 0..")
+
+    def test_ids_beyond_bigint_are_malformed(self) -> None:
+        """Defect 9: a 30-digit user_profile_id (or message / group id) is malformed, not a store failure to retry."""
+        huge = 10**29
+        self.assertMalformed(broken(lambda e: e.update(user_profile_id=huge)), "'user_profile_id': expected an id")
+        self.assertMalformed(broken(lambda e: e.update(message_id=huge)), "'message_id': expected an id")
+        self.assertMalformed(broken(lambda e: e.update(mentioned_user_group_id=huge)), "mentioned_user_group_id")
+        self.assertMalformed(broken(lambda e: e.update(user_profile_id=0)), "'user_profile_id': expected an id")
+        validate_event(dict(stream_event(2**63 - 1, 1)))
+
+    def test_times_must_be_finite_and_in_range(self) -> None:
+        """A timestamp or batching period that is infinite or absurd is malformed (it would fail when scheduled)."""
+        self.assertMalformed(broken(lambda e: e["message"].update(timestamp=float("inf"))), "message.timestamp")
+        self.assertMalformed(broken(lambda e: e["message"].update(timestamp=1e30)), "message.timestamp")
+        self.assertMalformed(broken(lambda e: e["user"].update(batching_period_seconds=1e300)), "batching_period")
 
     def test_inconsistent_event(self) -> None:
         """message.id must match message_id; the type must be stream or private."""

@@ -332,3 +332,64 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(clock3.getDelayedCalls(), [])
         self.assertEqual((scheduler3.due_at(10), scheduler3.due_at(11)), (None, None))
         self.assertEqual(publisher3.published, [])
+
+
+class ZulipModeTests(SchedulerCase):
+    """build_emails (Zulip mode): the batch's emails come from it; a permanent failure drops the batch."""
+
+    def zulip_started(self, build: Any) -> BatchScheduler:
+        scheduler = BatchScheduler(self.clock, self.store, self.publisher.publish_json, SchedulerOptions(),
+                                   build_emails=build)  # fmt: skip
+        scheduler.log = Logger(observer=cast(ILogObserver, self.logged.append))
+        self.successResultOf(scheduler.start())
+        self.addCleanup(scheduler.stop)
+        return scheduler
+
+    def test_built_emails_published_then_rows_deleted(self) -> None:
+        """When due, the user's notifications go to build_emails and its events to email_senders."""
+        asked: list[tuple[int, list[int]]] = []
+
+        def build(user: int, events: list[Any]) -> Deferred[list[dict[str, Any]]]:
+            asked.append((user, [e["message_id"] for e in events]))
+            return succeed([{"to_user_ids": [user], "n": len(events)}])
+
+        scheduler = self.zulip_started(build)
+        for message in (501, 502):
+            self.add(scheduler, {"user_profile_id": 10, "message_id": message, "trigger": "direct_message"})
+        self.clock.advance(120)
+        self.assertEqual(asked, [(10, [501, 502])])
+        self.assertEqual(self.publisher.to("email_senders"), [{"to_user_ids": [10], "n": 2}])
+        self.assertEqual(self.successResultOf(self.store.rows(10)), [])
+        self.assertIn("Sent 1 missed-message emails for user 10", self.log_lines())
+
+    def test_permanent_failure_drops_the_batch(self) -> None:
+        """A PermanentError (the user is gone) is logged as Zulip logs it and the batch dropped, not retried."""
+        from zqtwisted.errors import PermanentError
+
+        calls: list[int] = []
+
+        def build(user: int, events: list[Any]) -> Deferred[list[dict[str, Any]]]:
+            calls.append(user)
+            return fail(PermanentError("user 10 does not exist"))
+
+        scheduler = self.zulip_started(build)
+        self.add(scheduler, {"user_profile_id": 10, "message_id": 501, "trigger": "direct_message"})
+        self.clock.advance(120)
+        self.clock.advance(600)
+        self.assertEqual(calls, [10])
+        self.assertEqual(self.successResultOf(self.store.rows(10)), [])
+        self.assertIn("Failed to process 1 missedmessage_emails for user 10", self.log_lines())
+        self.assertEqual(self.publisher.to("email_senders"), [])
+
+    def test_skipped_notification_sets_no_timer(self) -> None:
+        """A store that skipped the notification (its message deleted) answers None: no timer."""
+
+        class Skipping(MemoryStore):
+            def add(self, event: Any, now: float, period: float) -> Deferred[float | None]:
+                return succeed(None)
+
+        self.store = Skipping()
+        self.successResultOf(self.store.open())
+        scheduler = self.zulip_started(lambda user, events: succeed([]))
+        self.add(scheduler, {"user_profile_id": 10, "message_id": 501, "trigger": "direct_message"})
+        self.assertIsNone(scheduler.due_at(10))

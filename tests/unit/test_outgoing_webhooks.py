@@ -349,3 +349,141 @@ class GiveUpTests(WorkerTestCase):
         """If the notice cannot be delivered either, the handler still completes."""
         self.sink.error = TransientError("down")
         self.give_up(ServiceUnavailable("ci", "x"), "retries-exhausted")
+
+
+# -- Zulip mode ---------------------------------------------------------------------------
+
+
+def zulip_mode_worker(client: FakeClient, api_poster: Any, db: Any, mark_read: bool = True) -> OutgoingWebhookWorker:
+    from tests.zulip_fakes import SETTINGS
+    from zqtwisted.zulip.rest import ZulipApi
+    from zqtwisted.zulip.webhook_service import ZulipWebhooks
+
+    context = WorkerContext("outgoing_webhooks", Clock(), RecordingPublisher())
+    zulip = ZulipWebhooks(db, ZulipApi(api_poster, SETTINGS), SETTINGS)
+    return OutgoingWebhookWorker(
+        context,
+        settings=OutgoingWebhookSettings(),
+        client=client,
+        sink=FakeSink(),
+        zulip=zulip,
+        mark_read=mark_read,
+    )
+
+
+class ZulipModeTests(TestCase):
+    def setUp(self) -> None:
+        from tests.unit.test_zulip_webhook_service import database, zulip_event
+        from tests.zulip_fakes import FakePoster, service_row
+
+        self.event = zulip_event()
+        self.db = database(fetch_bot_services=[service_row(base_url=URL)])
+        self.client = FakeClient()
+        self.api = FakePoster()
+        self.worker = zulip_mode_worker(self.client, self.api, self.db)
+
+    def api_posts(self) -> list[tuple[str, dict[str, str]]]:
+        from urllib.parse import parse_qsl
+
+        return [(url.rsplit("/api/v1/", 1)[1], dict(parse_qsl(body.decode()))) for url, body, _, _ in self.api.calls]
+
+    def test_zulip_event_calls_the_service_and_replies_as_the_bot(self) -> None:
+        """The body is Zulip's (finalized message, the service's token); the reply and the read flag go to the API."""
+        self.client.answer(URL, ok({"content": "pong"}))
+        event = self.worker.validate(self.event)
+        self.successResultOf(self.worker.consume(event))
+        body = json.loads(self.client.calls[0][1])
+        self.assertEqual(
+            (body["token"], body["bot_email"], body["trigger"]), ("tok", "pong-bot@zulip.example.com", "mention")
+        )
+        self.assertNotIn("sender_delivery_email", body["message"])
+        self.assertEqual(
+            self.api_posts(),
+            [
+                ("messages", {"type": "stream", "to": "7", "topic": "castle", "content": "pong"}),
+                ("messages/flags", {"messages": "[501]", "op": "add", "flag": "read"}),
+            ],
+        )
+        self.assertEqual((event["completed_services"], event["zq_marked_read"]), (["svc"], True))
+        self.assertNotIn("tok", json.dumps(event))
+
+    def test_standalone_events_are_malformed_in_zulip_mode(self) -> None:
+        """Zulip mode validates Zulip's event shape."""
+        with self.assertRaises(MalformedEventError):
+            self.worker.validate(stream_event())
+
+    def test_give_up_tells_the_channel_and_the_owner(self) -> None:
+        """After the last retry: "Failure! Bot is unavailable" where the message was, a notice to the owner's id."""
+        from urllib.parse import parse_qsl
+
+        failure = Failure(ServiceUnavailable("svc", "A connection error occurred. Is my bot server down?"))
+        self.successResultOf(self.worker.on_give_up(self.event, failure, "retries-exhausted"))  # type: ignore[arg-type]
+        posts = [dict(parse_qsl(body.decode())) for _, body, _, _ in self.api.calls]
+        self.assertEqual((posts[0]["to"], posts[0]["content"]), ("7", "Failure! Bot is unavailable"))
+        self.assertEqual((posts[1]["type"], posts[1]["to"]), ("private", "[11]"))
+        self.assertIn("Is my bot server down?", posts[1]["content"])
+
+    def test_give_up_without_the_database(self) -> None:
+        """If the bot cannot be resolved when giving up, nothing is sent and the event is dead-lettered anyway."""
+        from tests.unit.test_zulip_webhook_service import database
+        from zqtwisted.zulip.pool import DatabaseUnavailable
+
+        worker = zulip_mode_worker(self.client, self.api, database(fetch_bot=DatabaseUnavailable("down")))
+        self.successResultOf(worker.on_give_up(self.event, Failure(TransientError("x")), "retries-exhausted"))  # type: ignore[arg-type]
+        self.assertEqual(self.api.calls, [])
+
+    def test_database_down_is_retried_without_counting(self) -> None:
+        """The database being down fails the consume with DatabaseUnavailable (a DependencyUnavailable)."""
+        from tests.unit.test_zulip_webhook_service import database
+        from zqtwisted.errors import DependencyUnavailable
+        from zqtwisted.zulip.pool import DatabaseUnavailable
+
+        worker = zulip_mode_worker(self.client, self.api, database(fetch_bot=DatabaseUnavailable("down")))
+        self.failureResultOf(worker.consume(self.event), DependencyUnavailable)
+
+    def test_mark_read_failure_is_only_logged(self) -> None:
+        """If the read flag cannot be set, the event still succeeds (the webhooks were called)."""
+        from tests.zulip_fakes import FakePoster
+
+        self.client.answer(URL, ok({"response_not_required": True}))
+        worker = zulip_mode_worker(self.client, FakePoster(WebhookResponse(400, b'{"msg": "no"}')), self.db)
+        event = worker.validate(self.event)
+        self.successResultOf(worker.consume(event))
+        self.assertNotIn("zq_marked_read", event)
+        off = zulip_mode_worker(self.client, self.api, self.db, mark_read=False)
+        self.client.answer(URL, ok({"response_not_required": True}))
+        self.successResultOf(off.consume(off.validate(dict(self.event))))
+        self.assertEqual(self.api.calls, [])
+
+    def test_http_failure_logs_the_message_id(self) -> None:
+        """A non-2xx answer: Zulip's failure reply; the log names the message by id, not by its content."""
+        from typing import cast
+
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        seen: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, seen.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.client.answer(URL, ok(b"boom", status=500))
+        self.successResultOf(self.worker.consume(self.worker.validate(self.event)))
+        urls = [e["url"] for e in seen if "url" in e]
+        self.assertEqual(urls, ["message 501"])
+        self.assertIn(
+            ("messages", "Failure! Third party responded with 500"),
+            [(p, f.get("content")) for p, f in self.api_posts()],
+        )
+
+    def test_spec_builds_zulip_mode_from_resources(self) -> None:
+        """With [zulip] database set, the worker gets the database, the REST API and Zulip's version as user agent."""
+        from zqtwisted.config import Config
+        from zqtwisted.zulip.settings import ZulipSettings
+
+        zulip = ZulipSettings(database="dbname=zulip", external_host="zulip.example.com", version="11.4")
+        resources, reactor, publisher = memory_resources(Config(sections={"zulip": zulip}))
+        (spec,) = SPECS
+        worker = spec.build(WorkerContext(spec.queue, reactor, publisher), OutgoingWebhookSettings(), resources)
+        assert isinstance(worker, OutgoingWebhookWorker)
+        self.assertIsNotNone(worker.zulip)
+        self.assertIs(worker.database, resources.zulip_database())
+        self.assertEqual(worker.client.user_agent, "ZulipOutgoingWebhook/11.4")  # type: ignore[attr-defined]

@@ -298,3 +298,58 @@ class ConfigurationProblemTests(TestCase):
         """A concurrency above max_connections is reported."""
         (problem,) = self.problems(queue_settings=QueueSettings(concurrency=200))
         self.assertIn("exceeds [push] max_connections = 100", problem)
+
+
+class ZulipModeTests(TestCase):
+    def build(self, push: PushSettings) -> tuple[PushNotificationsWorker, Any]:
+        from zqtwisted.zulip.settings import ZulipSettings
+
+        zulip = ZulipSettings(database="dbname=zulip", external_host="zulip.example.com", version="11.4")
+        resources, reactor, publisher = memory_resources(Config(sections={"zulip": zulip}))
+        (spec,) = SPECS
+        worker = spec.build(WorkerContext(QUEUE, reactor, publisher), push, resources)
+        assert isinstance(worker, PushNotificationsWorker)
+        return worker, resources
+
+    def test_spec_builds_zulip_mode(self) -> None:
+        """With [zulip] database set the worker takes Zulip's events, with the shared database and the bouncer."""
+        worker, resources = self.build(BOUNCER)
+        assert worker.zulip is not None
+        self.assertIs(worker.database, resources.zulip_database())
+        self.assertIsNotNone(worker.zulip.bouncer)
+        self.assertEqual(worker.backend.client.user_agent, "ZulipServer/11.4")  # type: ignore[attr-defined]
+        unconfigured, _ = self.build(PushSettings())
+        assert unconfigured.zulip is not None
+        self.assertIsNone(unconfigured.zulip.bouncer)
+
+    def test_zulip_events_are_validated_and_handled(self) -> None:
+        """Zulip's add event passes validation and is handed to the Zulip-mode service; a standalone one does not."""
+        from tests.zulip_events import push_add_event
+        from tests.zulip_fakes import FakeDatabase
+        from zqtwisted.errors import MalformedEventError
+        from zqtwisted.zulip.push_service import ZulipPush
+        from zqtwisted.zulip.settings import ZulipSettings
+
+        worker, _ = self.build(PushSettings())
+        db = FakeDatabase({"fetch_push_user": None})
+        settings = ZulipSettings(external_host="zulip.example.com")
+        worker.zulip = ZulipPush(db, None, settings, worker.context.publisher)
+        event = worker.validate(push_add_event(12, 501, "direct_message"))
+        self.successResultOf(worker.consume(event))
+        self.successResultOf(worker.consume(dict(event)))
+        with self.assertRaises(MalformedEventError):
+            worker.validate({"type": "add", "user_profile_id": 12})
+
+    def test_give_up_names_the_user_of_a_registration(self) -> None:
+        """The failure handler finds the user inside a register_push_device_to_bouncer payload."""
+        from twisted.python.failure import Failure
+
+        from tests.zulip_events import register_push_device_event
+
+        worker, _ = self.build(BOUNCER)
+        seen: list[dict[str, Any]] = []
+        worker.log = Logger(observer=cast(ILogObserver, seen.append))
+        worker.on_give_up(
+            register_push_device_event(12, 7, "k", "b"), Failure(BouncerRetryLater("x")), "retries-exhausted"
+        )
+        self.assertEqual(seen[0]["user_id"], 12)

@@ -18,6 +18,7 @@ from zqtwisted.mail.settings import MailSettings
 from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.sqlstore import SQLiteStore
 from zqtwisted.webhooks.client import PoolOptions
+from zqtwisted.webhooks.pool import QuietConnectionPool
 
 
 class PoolTests(TestCase):
@@ -36,6 +37,11 @@ class PoolTests(TestCase):
         resources, _, _ = memory_resources()
         with self.assertRaises(ValueError):
             resources.http_pool("webhook")
+
+    def test_pools_are_quiet(self) -> None:
+        """The pools log no line per connection (tests/unit/test_webhook_pool.py)."""
+        resources, _, _ = memory_resources()
+        self.assertIsInstance(resources.http_pool("unread"), QuietConnectionPool)
 
 
 class MailerAndStoreTests(TestCase):
@@ -85,6 +91,26 @@ class CloseTests(TestCase):
         reactor.advance(0)
         self.successResultOf(closing)
         self.assertEqual(sorted(closed), ["mailer", "push", "store", "webhooks"])
+
+    def test_zulip_database_built_once_and_closed(self) -> None:
+        """Zulip's database is built on first use from [zulip], shared, and closed with the rest."""
+        from zqtwisted.zulip.settings import ZulipSettings
+
+        zulip = ZulipSettings(database="dbname=zulip", external_host="zulip.example.com")
+        resources, _, _ = memory_resources(Config(sections={"zulip": zulip}))
+        self.assertIsNone(resources.built_zulip_database)
+        database = resources.zulip_database()
+        self.assertIs(resources.zulip_database(), database)
+        self.assertIs(resources.built_zulip_database, database)
+        self.assertEqual(database.settings, zulip)
+        fatal: list[bool] = []
+        resources.on_fatal = lambda: fatal.append(True)
+        resources._fatal()
+        self.assertEqual(fatal, [True])
+        closing = resources.close()
+        resources.reactor.advance(0)  # type: ignore[attr-defined]
+        self.successResultOf(closing)
+        self.assertIsNone(resources.built_zulip_database)
 
     def test_close_with_nothing_built(self) -> None:
         """close() of unused resources fires at once (after one turn)."""

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial import unittest
 
 from tests.helpers import Harness
 from zqtwisted.errors import InterruptConsumeError, MalformedEventError, PermanentError, TransientError
+from zqtwisted.runtime.deadletter import EXCERPT_BYTES
 from zqtwisted.runtime.worker import BatchFailures, Event, LoopQueueProcessingWorker, QueueProcessingWorker
 
 
@@ -93,6 +95,28 @@ class SingleEventTests(unittest.TestCase):
         self.assertEqual(h.worker.seen, [{"n": 1}])
         h.worker.pending[0].callback(None)
         self.assertEqual(h.worker.seen, [{"n": 1}, {"n": 2}])
+
+    def test_delivery_during_a_consume_starts_after_it(self) -> None:
+        """A delivery that arrives while a consume runs (a broker delivering at once) starts once that consume ended."""
+
+        class Nesting(QueueProcessingWorker):
+            def __init__(self, context: Any) -> None:
+                super().__init__(context)
+                self.depth = self.deepest = 0
+                self.seen: list[int] = []
+
+            def consume(self, event: Event) -> None:
+                self.depth += 1
+                self.deepest = max(self.deepest, self.depth)
+                self.seen.append(event["n"])
+                if event["n"] == 1:
+                    h.publish({"n": 2})  # delivered during this consume
+                self.depth -= 1
+
+        h = Harness(Nesting)
+        h.publish({"n": 1})
+        self.assertEqual((h.worker.seen, h.worker.deepest), ([1, 2], 1))
+        self.assertEqual(h.broker.unacked("q"), 0)
 
     def test_concurrency_bounds_in_flight(self) -> None:
         """With concurrency 3, three events are in flight at once and no more."""
@@ -243,13 +267,14 @@ class TimeoutTests(unittest.TestCase):
 
 class BadInputTests(unittest.TestCase):
     def test_malformed_bodies_are_dead_lettered_raw(self) -> None:
-        """Non-JSON, non-object and oversized bodies are dead-lettered with the raw body and acked."""
+        """Non-JSON and non-object bodies are dead-lettered raw; an oversized one as what arrived, with its size."""
         h = Harness(Recorder, max_body_bytes=100)
         bodies = [b"\xff\xfe", b"not json", b"[1, 2]", b'"x"', b'{"big": "' + b"x" * 200 + b'"}']
         h.publish(*bodies)
         self.assertEqual(h.worker.seen, [])
-        self.assertEqual([b for b, _ in h.dead()], bodies)
+        self.assertEqual([b for b, _ in h.dead()], [*bodies[:4], bodies[4][:101]])
         self.assertEqual({hd["x-zq-reason"] for _, hd in h.dead()}, {"malformed"})
+        self.assertEqual(h.dead()[4][1]["x-zq-original-size"], len(bodies[4]))
         self.assertEqual(h.broker.unacked("q"), 0)
         self.assertEqual(len(h.error_lines()), 5)
         self.flushLoggedErrors(MalformedEventError)
@@ -430,3 +455,119 @@ class GeneratedBodyTests(unittest.TestCase):
         self.assertEqual(h.broker.unacked("q"), 0)
         self.assertEqual(h.broker.messages("q"), [])
         self.flushLoggedErrors()
+
+
+def pika_encoding(h: Harness[Any]) -> None:
+    """Make the harness's broker refuse headers pika cannot encode, as the real one does (struct.error)."""
+    import pika.data
+    from twisted.internet.defer import fail
+
+    real = h.broker.publish
+
+    def publish(queue: str, body: bytes, headers: Any = None, timeout: float | None = None) -> Deferred[None]:
+        try:
+            pika.data.encode_table([], dict(headers or {}))
+        except Exception as e:  # noqa: BLE001 - what pika raises before sending
+            return fail(e)
+        return real(queue, body, headers, timeout)
+
+    h.broker.publish = publish  # type: ignore[method-assign]
+
+
+class PoisonTests(unittest.TestCase):
+    def test_huge_failed_tries_is_dead_lettered_once(self) -> None:
+        """Defect 1: failed_tries = 2**63-1 on a failing event ends in .failed after one attempt (no loop)."""
+
+        class Transient(Recorder):
+            def consume(self, event: Event) -> None:
+                raise TransientError("bot unreachable")
+
+        h = Harness(Transient)
+        pika_encoding(h)
+        h.publish({"id": 1, "failed_tries": 2**63 - 1}, {"id": 2, "failed_tries": 10**30})
+        h.advance(120)
+        dead = h.dead()
+        self.assertEqual(len(dead), 2)
+        self.assertEqual({hd["x-zq-reason"] for _, hd in dead}, {"retries-exhausted"})
+        self.assertTrue(all(hd["x-zq-attempts"] < 2**31 for _, hd in dead))
+        self.assertEqual((h.broker.unacked("q"), h.waiting()), (0, []))
+        self.flushLoggedErrors(TransientError)
+
+    def test_negative_or_non_integer_failed_tries_is_malformed(self) -> None:
+        """Defect 1: failed_tries of -1000000 (a million retries) or a string is malformed: dead-lettered at once."""
+        h = Harness(Recorder)
+        h.publish({"id": 1, "failed_tries": -1_000_000}, {"id": 2, "failed_tries": "3"}, {"id": 3, "failed_tries": 2})
+        self.assertEqual([e["id"] for e in h.worker.seen], [3])
+        self.assertEqual([hd["x-zq-reason"] for _, hd in h.dead()], ["malformed", "malformed"])
+        self.assertIn("failed_tries", h.dead()[0][1]["x-zq-message"])
+
+    def test_unencodable_dead_letter_still_ends_the_event(self) -> None:
+        """A dead letter that cannot be encoded is acked once the error file has it, never requeued forever."""
+        import struct
+
+        from twisted.internet.defer import fail
+
+        h = Harness(Recorder)
+        h.broker.publish = lambda *args, **kwargs: fail(struct.error("argument out of range"))  # type: ignore[method-assign]
+        h.publish(b"not json", b'{"id": 1, "x": 1e999}')
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(h.waiting(), [])
+        self.assertEqual(len(h.error_lines()), 1)
+        self.assertEqual(h.worker.seen, [{"id": 1, "x": float("inf")}])
+        self.flushLoggedErrors(MalformedEventError)
+
+
+class MalformedStatsTests(unittest.TestCase):
+    def test_malformed_consumes_are_counted(self) -> None:
+        """Item 4: a malformed event is a consume for the stats (started, consumed with 0 events, then idle)."""
+        h = Harness(Recorder)
+        h.publish(b"{oops")
+        h.advance(0)
+        names = [n for n in h.observer.names() if n != "attached"]
+        self.assertEqual(names[:2], ["consume_started", "consumed"])
+        self.assertIn(("consumed", ("q", 0, 0.0)), h.observer.calls)
+        self.assertIn("idle", names)
+
+
+class HugeBodyTests(unittest.TestCase):
+    """Defect 6: a body refused as too large is dead-lettered as a bounded excerpt, and nothing holds on to it."""
+
+    def test_a_huge_body_is_dead_lettered_as_an_excerpt_with_its_size(self) -> None:
+        """The dead letter holds the first EXCERPT_BYTES of what arrived and x-zq-original-size; the event is acked."""
+        h = Harness(Recorder, max_body_bytes=100_000)
+        body = b'{"id": 1, "pad": "' + b"x" * 3_000_000 + b'"}'
+        events: list[dict[str, Any]] = []
+        h.runner.log = Logger(observer=cast(ILogObserver, events.append))
+        h.publish(body)
+        [(letter, headers)] = h.dead()
+        self.assertEqual(letter, body[:EXCERPT_BYTES])
+        self.assertEqual(headers["x-zq-original-size"], len(body))
+        self.assertEqual(headers["x-zq-message"], f"body of {len(body)} bytes exceeds the limit of 100000")
+        self.assertEqual(h.broker.unacked("q"), 0)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [f"Malformed event on q ({len(body)} bytes): body of {len(body)} bytes exceeds the limit of 100000"],
+        )
+        [line] = h.error_lines()
+        self.assertLess(len(line), 2000)
+
+    def test_a_malformed_event_leaves_no_frames_behind(self) -> None:
+        """The failure handed on has no traceback nor context (whose frames, or a JSONDecodeError, hold the body)."""
+        h = Harness(Recorder)
+        given_up: list[Any] = []
+        give_up = h.runner._settler.give_up
+
+        def spy(group: Any, verdict: Any) -> None:
+            given_up.extend(failure for _, failure in group)
+            give_up(group, verdict)
+
+        h.runner._settler.give_up = spy  # type: ignore[method-assign]
+        events: list[dict[str, Any]] = []
+        h.runner.log = Logger(observer=cast(ILogObserver, events.append))
+        h.publish(b'{"text": "' + b"y" * 10_000, b'{"failed_tries": -1}')
+        self.assertEqual(len(given_up), 2)
+        for failure in given_up:
+            self.assertIsNone(failure.tb)
+            self.assertIsNone(failure.value.__traceback__)
+            self.assertIsNone(failure.value.__context__)
+        self.assertTrue(all(isinstance(e["error"], str) for e in events))

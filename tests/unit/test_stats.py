@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, Logger
 from twisted.trial.unittest import TestCase
 
-from zqtwisted.ops.stats import QueueStats, StatsObserver, render_stats
+from zqtwisted.ops.stats import BusyTime, QueueStats, StatsObserver, render_stats
 
 
 def temp_path(case: TestCase) -> str:
@@ -211,3 +211,40 @@ class StatsObserverTests(TestCase):
         observer.idle("q")
         errors = [e for e in events if "Cannot write" in e["log_format"]]
         self.assertEqual(len(errors), 1)
+
+
+class BusyTimeTests(TestCase):
+    def test_overlapping_consumes_count_wall_clock_once(self) -> None:
+        """Item 4: five 1-second consumes at once count 1 s in all, so the average is 0.2 s per event."""
+        busy = BusyTime()
+        for _ in range(5):
+            busy.started(10.0)
+        counted = [busy.finished(1, 11.0) for _ in range(5)]
+        self.assertEqual(sum(counted), 1.0)
+
+    def test_idle_time_and_failures(self) -> None:
+        """Time with nothing in flight is not counted; a failed consume passes its time to the next success."""
+        busy = BusyTime()
+        busy.started(0.0)
+        self.assertEqual(busy.finished(1, 1.0), 1.0)
+        busy.started(5.0)  # 4 s idle
+        busy.started(5.0)
+        self.assertEqual(busy.finished(0, 6.0), 0.0)
+        self.assertEqual(busy.finished(1, 7.0), 2.0)
+
+
+class ConcurrentStatsTests(TestCase):
+    def test_average_is_time_spent_consuming(self) -> None:
+        """With concurrency, recent_average_consume_time is busy time per event, so size * average is the drain time."""
+        clock = Clock()
+        root = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, root, True)
+        observer = StatsObserver(clock, root)
+        observer.start(["q"])
+        for _ in range(10):
+            for _ in range(5):
+                observer.consume_started("q", 1)
+            clock.advance(1.0)
+            for _ in range(5):
+                observer.consumed("q", 1, 1.0)
+        self.assertAlmostEqual(observer.queues["q"].recent_average_consume_time() or 0, 0.2)

@@ -38,7 +38,7 @@ class MemoryBrokerContractTests(BrokerContract, unittest.TestCase):
         self.memory.flush()
 
     async def hold_confirms(self) -> None:
-        self.memory.hold_confirms = True
+        self.memory.block()
 
     async def release_confirms(self) -> None:
         self.memory.release_confirms()

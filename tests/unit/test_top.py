@@ -20,6 +20,7 @@ from zqtwisted.ops.top import (
     QueueCounters,
     Sample,
     compute_rows,
+    counters_from_families,
     metrics_url_for,
     parse_metrics,
     render,
@@ -150,3 +151,16 @@ class RunTopTests(TestCase):
         for trigger in reactor.triggers["before"]["shutdown"]:
             trigger[0](*trigger[1], **trigger[2])
         self.successResultOf(done)
+
+
+class CountersTests(TestCase):
+    def test_counters_from_a_registry_match_the_parsed_text(self) -> None:
+        """The counters read from a registry's families equal those parsed from /metrics, retries included."""
+        m = MetricsObserver(queues=["q"])
+        m.consume_started("q", 1)
+        m.consumed("q", 2, 0.5)
+        m.retried("q", 1.0)
+        m.dead_lettered("q", 1, "permanent")
+        direct = counters_from_families(m.registry.collect())
+        self.assertEqual(direct, parse_metrics(m.exposition().decode()))
+        self.assertEqual(direct["q"], QueueCounters(2, 0, 1, 0.5, 1, 1))

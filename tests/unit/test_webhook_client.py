@@ -1,4 +1,4 @@
-"""Tests for zqtwisted.webhooks.client: deadlines, size cap, per-host slots, error mapping."""
+"""Tests for zqtwisted.webhooks.client: deadlines, size cap, per-host slots, error mapping, URLs, redirects."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import Agent, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.resource_fakes import memory_resources
+from tests.unit.test_webhook_guard import PUBLIC, FakeResolver
+from zqtwisted.errors import PermanentError
 from zqtwisted.testing import FailingAgent
 from zqtwisted.webhooks.client import (
     HostBusyError,
@@ -23,6 +25,7 @@ from zqtwisted.webhooks.client import (
     ResponseTooLarge,
     WebhookClient,
     WebhookConnectionError,
+    WebhookError,
     WebhookRequestError,
     WebhookResponse,
     WebhookTimeout,
@@ -31,8 +34,9 @@ from zqtwisted.webhooks.client import (
     user_agent,
     webhook_pool_options,
 )
-from zqtwisted.webhooks.guard import DisallowedNetworkError
+from zqtwisted.webhooks.guard import DisallowedNetworkError, GuardedEndpointFactory, NetworkGuard
 from zqtwisted.webhooks.settings import OutgoingWebhookSettings
+from zqtwisted.webhooks.urls import MAX_REDIRECTS, InvalidURL, RedirectRefused, TooManyRedirects
 
 URL = "http://bots.example.com/hook"
 
@@ -282,6 +286,213 @@ class BuildTests(TestCase):
         self.assertEqual(pool.maxPersistentPerHost, 7)
         self.assertFalse(pool.retryAutomatically)
         self.assertIs(resources.http_pool("webhooks"), pool)
+
+
+class Redirector(Resource):
+    """A bot server over several paths: ``routes`` maps a path to (status, Location); others answer 200 JSON."""
+
+    isLeaf = True
+
+    def __init__(self, routes: dict[bytes, tuple[int, bytes | None]], hold: bool = False) -> None:
+        super().__init__()
+        self.routes = routes
+        self.hold = hold
+        self.seen: list[tuple[bytes, bytes, bytes, Request]] = []
+
+    def render(self, request: Request) -> Any:
+        assert request.method is not None and request.path is not None
+        body = request.content.read() if request.content is not None else b""
+        host = request.getHeader(b"host") or b""
+        self.seen.append((request.method, host + request.path, body, request))
+        route = self.routes.get(request.path)
+        if route is not None:
+            status, location = route
+            request.setResponseCode(status)
+            if location is not None:
+                request.setHeader(b"location", location)
+            return b"moved"
+        if self.hold:
+            return NOT_DONE_YET
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"content": "' + request.method + b" " + str(len(body)).encode() + b'"}'
+
+    def requests(self) -> list[tuple[bytes, bytes, bytes]]:
+        return [(method, target, body) for method, target, body, _ in self.seen]
+
+
+class UrlTests(ClientTestCase):
+    def test_ipv6_literal_urls_are_posted(self) -> None:
+        """An IPv6-literal URL is POSTed (no IDNA error), with the bracketed Host header."""
+        resource = Recorder()
+        client, agent = self.make(resource)
+        response = self.successResultOf(self.post(client, agent, "http://[2001:db8::1]:8080/hook"))
+        self.assertEqual(response.status, 200)
+        self.assertEqual(resource.requests[0].getHeader(b"host"), b"[2001:db8::1]:8080")
+
+    def test_invalid_url_is_permanent_and_sends_nothing(self) -> None:
+        """A URL IDNA refuses fails with InvalidURL (a PermanentError, not a WebhookError); nothing is sent."""
+        resource = Recorder()
+        client, agent = self.make(resource)
+        for url in ("http://a..b/hook", "http://[fe80::1%25eth0]/hook"):
+            failure = self.failureResultOf(self.post(client, agent, url), InvalidURL)
+            self.assertIsInstance(failure.value, PermanentError)
+            self.assertNotIsInstance(failure.value, WebhookError)
+            self.assertEqual(client.in_flight(url), 0)
+        self.assertEqual(resource.requests, [])
+
+
+class RedirectTests(ClientTestCase):
+    def follow(
+        self, status: int, location: bytes = b"/final", **options: Any
+    ) -> tuple[Redirector, Deferred[WebhookResponse]]:
+        resource = Redirector({b"/start": (status, location)})
+        client, agent = self.make(resource, follow_redirects=True, **options)
+        d = client.post("http://bots.example.com/start", b'{"x": 1}', "application/json", {"Authorization": "Basic k"})
+        for _ in range(MAX_REDIRECTS + 2):
+            agent.flush()
+        return resource, d
+
+    def test_307_and_308_repost_the_body(self) -> None:
+        """A 307 or 308 is followed with the same method, body and headers (was: a connection error)."""
+        for status in (307, 308):
+            resource, d = self.follow(status)
+            self.assertEqual(self.successResultOf(d).body, b'{"content": "POST 8"}')
+            self.assertEqual(
+                resource.requests(),
+                [(b"POST", b"bots.example.com/start", b'{"x": 1}'), (b"POST", b"bots.example.com/final", b'{"x": 1}')],
+            )
+            final = resource.seen[1][3]
+            self.assertEqual(final.getHeader(b"content-type"), b"application/json")
+            self.assertEqual(final.getHeader(b"authorization"), b"Basic k")  # same origin
+
+    def test_301_and_302_repost_the_body(self) -> None:
+        """A 301 or 302 repeats the POST with its body, as documented (was: a connection error)."""
+        for status in (301, 302):
+            resource, d = self.follow(status)
+            self.assertEqual(self.successResultOf(d).status, 200)
+            self.assertEqual(resource.requests()[1], (b"POST", b"bots.example.com/final", b'{"x": 1}'))
+
+    def test_303_is_a_get_without_body(self) -> None:
+        """A 303 is followed with a GET that has no body and no Content-Type."""
+        resource, d = self.follow(303)
+        self.assertEqual(self.successResultOf(d).body, b'{"content": "GET 0"}')
+        self.assertEqual(resource.requests()[1], (b"GET", b"bots.example.com/final", b""))
+        self.assertIsNone(resource.seen[1][3].getHeader(b"content-type"))
+
+    def test_credentials_are_not_sent_to_another_origin(self) -> None:
+        """Authorization is dropped when a redirect leads to another host."""
+        resource, d = self.follow(307, b"http://elsewhere.example/final")
+        self.successResultOf(d)
+        self.assertEqual(resource.requests()[1][:2], (b"POST", b"elsewhere.example/final"))
+        self.assertIsNone(resource.seen[1][3].getHeader(b"authorization"))
+
+    def test_too_many_redirects(self) -> None:
+        """A redirect loop stops after MAX_REDIRECTS hops with TooManyRedirects, a permanent error."""
+        resource = Redirector({b"/loop": (307, b"/loop")})
+        client, agent = self.make(resource, follow_redirects=True)
+        d = client.post("http://bots.example.com/loop", b"{}", "application/json")
+        for _ in range(MAX_REDIRECTS + 2):
+            agent.flush()
+        self.failureResultOf(d, TooManyRedirects)
+        self.assertEqual(len(resource.seen), MAX_REDIRECTS + 1)
+        self.assertEqual(client.in_flight("http://bots.example.com/loop"), 0)
+
+    def test_bad_redirects_are_refused(self) -> None:
+        """A redirect to another scheme, from https to http or to a host IDNA refuses is refused, permanently."""
+        for url, location in (
+            ("http://bots.example.com/start", b"ftp://bots.example.com/"),
+            ("https://bots.example.com/start", b"http://bots.example.com/final"),
+            ("http://bots.example.com/start", b"http://a..b/final"),
+        ):
+            client, agent = self.make(Redirector({b"/start": (302, location)}), follow_redirects=True)
+            d = client.post(url, b"{}", "application/json")
+            agent.flush()
+            self.assertIsInstance(self.failureResultOf(d, RedirectRefused).value, PermanentError)
+
+    def test_redirects_without_location_or_not_followed_are_answers(self) -> None:
+        """A 3xx without Location, and 300/304, are returned as the answer."""
+        for status, location in ((302, None), (300, b"/final"), (304, b"/final")):
+            resource = Redirector({b"/start": (status, location)})
+            client, agent = self.make(resource, follow_redirects=True)
+            d = client.post("http://bots.example.com/start", b"{}", "application/json")
+            agent.flush()
+            self.assertEqual(self.successResultOf(d).status, status)
+            self.assertEqual(len(resource.seen), 1)
+
+    def test_deadline_covers_every_hop(self) -> None:
+        """The timeout bounds the whole chain of requests, not each hop."""
+        resource = Redirector({b"/start": (307, b"/final")}, hold=True)
+        client, agent = self.make(resource, follow_redirects=True)
+        d = client.post("http://bots.example.com/start", b"{}", "application/json")
+        agent.flush()
+        agent.flush()
+        self.assertEqual(len(resource.seen), 2)
+        self.clock.advance(10)
+        agent.flush()
+        self.failureResultOf(d, WebhookTimeout)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class GuardedTraversalAgent(RequestTraversalAgent):
+    """treq's in-memory agent, but every connection goes through the SSRF guard (names from a FakeResolver)."""
+
+    def __init__(self, root: Resource, guard: NetworkGuard, answers: dict[str, list[list[str]]]) -> None:
+        super().__init__(root)
+        self.resolver = FakeResolver(answers)
+        reactor = self._memoryReactor
+        self._realAgent = Agent.usingEndpointFactory(
+            reactor, GuardedEndpointFactory(reactor, guard, resolver=self.resolver)
+        )
+
+
+class GuardedClientTests(TestCase):
+    """The client over the guarded endpoint factory: IPv6 literals and every redirect hop are checked."""
+
+    def post(
+        self, url: str, routes: dict[bytes, tuple[int, bytes | None]] | None = None, allow: tuple[str, ...] = ()
+    ) -> tuple[Redirector, GuardedTraversalAgent, Deferred[WebhookResponse]]:
+        literals = ["::1", "::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "fe80::1", "fd00::1", "127.0.0.1"]
+        answers = {host: [[host]] for host in [*literals, "2606:4700:4700::1111"]}
+        answers.update({"bots.example.com": [[PUBLIC]], "internal.example.com": [["10.0.0.7"]]})
+        resource = Redirector(routes or {})
+        agent = GuardedTraversalAgent(resource, NetworkGuard(allow), answers)
+        client = WebhookClient(Clock(), agent, follow_redirects=True)
+        d = client.post(url, b"{}", "application/json")
+        for _ in range(3):
+            agent.flush()
+        return resource, agent, d
+
+    def test_private_ipv6_literals_are_refused_by_the_guard(self) -> None:
+        """[::1], IPv4-mapped, NAT64, 6to4, link-local and ULA literals reach the guard and are refused."""
+        for host in ("::1", "::ffff:127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "fe80::1", "fd00::1"):
+            resource, agent, d = self.post(f"http://[{host}]:8080/hook")
+            self.failureResultOf(d, DisallowedNetworkError)
+            self.assertEqual(agent.resolver.lookups, [host])
+            self.assertEqual(resource.seen, [])
+
+    def test_allowed_ipv6_literals_are_posted(self) -> None:
+        """A public IPv6 literal, and an allowlisted [::1], are connected to and POSTed."""
+        for url, allow in (("http://[2606:4700:4700::1111]/hook", ()), ("http://[::1]:8080/hook", ("::1/128",))):
+            resource, _, d = self.post(url, allow=allow)
+            self.assertEqual(self.successResultOf(d).status, 200)
+            self.assertEqual(len(resource.seen), 1)
+
+    def test_redirect_to_a_private_address_is_refused(self) -> None:
+        """A hop to a private literal or to a name resolving privately is refused by the guard, and says so."""
+        for location, host in ((b"http://127.0.0.1/final", "127.0.0.1"), (b"http://internal.example.com/", "10.0.0.7")):
+            resource, _, d = self.post("http://bots.example.com/start", {b"/start": (307, location)})
+            failure = self.failureResultOf(d, DisallowedNetworkError)
+            self.assertIn(host, str(failure.value))
+            self.assertIn("redirect 1 (307 from http://bots.example.com:80)", str(failure.value))
+            self.assertEqual(len(resource.seen), 1)
+
+    def test_redirect_to_an_allowed_address_is_followed(self) -> None:
+        """A hop to a public IPv6 literal passes the guard and is followed."""
+        resource, _, d = self.post(
+            "http://bots.example.com/start", {b"/start": (308, b"http://[2606:4700:4700::1111]/f")}
+        )
+        self.assertEqual(self.successResultOf(d).body, b'{"content": "POST 2"}')
+        self.assertEqual(len(resource.seen), 2)
 
 
 def _body(request: Request) -> bytes:

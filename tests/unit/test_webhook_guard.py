@@ -1,4 +1,4 @@
-"""Tests for zqtwisted.webhooks.guard: the SSRF guard, checked on the addresses connected to."""
+"""Tests for zqtwisted.webhooks.guard: the SSRF guard, checked on the addresses connected to (IPv4 and IPv6)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,46 @@ class NetworkGuardTests(TestCase):
             "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
         ):
             self.assertFalse(guard.is_allowed(host), host)
+
+    def test_refuses_ipv6_forms_of_private_addresses(self) -> None:
+        """Private IPv4 addresses inside IPv6 (mapped, NAT64, 6to4, compatible) and non-public IPv6 are refused."""
+        guard = NetworkGuard()
+        for host in (
+            "::1",
+            "0:0:0:0:0:0:0:1",
+            "::ffff:127.0.0.1",
+            "::FFFF:7F00:1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::127.0.0.1",  # NAT64 (RFC 6052) of loopback
+            "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address
+            "64:ff9b::c0a8:101",  # NAT64 of 192.168.1.1
+            "64:ff9b::6440:1",  # NAT64 of shared 100.64.0.1
+            "64:ff9b:1::a00:1",  # local-use NAT64 prefix (RFC 8215)
+            "2002:7f00:1::",  # 6to4 of 127.0.0.1
+            "2002:a00:1:1::1",  # 6to4 of 10.0.0.1
+            "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+            "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+            "::127.0.0.1",  # IPv4-compatible (deprecated)
+            "::ffff:0:7f00:1",  # IPv4-translated
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+            "fe80::1",
+            "febf::1",
+            "fec0::1",  # site-local (deprecated)
+            "fc00::1",
+            "fd12:3456:789a::1",
+            "ff05::2",
+            "100::1",  # discard-only
+            "2001:db8::1",  # documentation
+            "3fff::1",  # documentation (RFC 9637)
+            "::",
+        ):
+            self.assertFalse(guard.is_allowed(host), host)
+
+    def test_nat64_and_6to4_of_public_addresses_are_allowed(self) -> None:
+        """NAT64 and 6to4 addresses are judged by the IPv4 address they carry."""
+        guard = NetworkGuard()
+        for host in ("64:ff9b::808:808", "64:ff9b::93.184.216.34", "2002:808:808::1"):
+            self.assertTrue(guard.is_allowed(host), host)
 
     def test_allows_public_addresses(self) -> None:
         """Globally routable IPv4 and IPv6 addresses (also IPv4-mapped) are allowed."""
@@ -194,6 +234,28 @@ class EndpointFactoryTests(TestCase):
         endpoint = self.factory.endpointForURI(URI.fromBytes(b"https://[fd00::1]/hook"))
         self.assertNotIsInstance(endpoint, GuardedHostnameEndpoint)
         self.failureResultOf(endpoint.connect(Factory.forProtocol(Protocol)), DisallowedNetworkError)
+
+    def test_private_ipv6_literal_urls_are_refused(self) -> None:
+        """URLs with IPv4-mapped, NAT64 and 6to4 literals of private addresses are refused before connecting."""
+        for host in ("::ffff:127.0.0.1", "64:ff9b::a00:1", "2002:a9fe:a9fe::1", "fe80::1", "fd00::1"):
+            resolver = FakeResolver({host: [[host]]})
+            factory = GuardedEndpointFactory(self.reactor, NetworkGuard(), resolver=resolver)
+            endpoint = factory.endpointForURI(URI.fromBytes(f"http://[{host}]:8080/hook".encode()))
+            failure = self.failureResultOf(endpoint.connect(Factory.forProtocol(Protocol)), DisallowedNetworkError)
+            self.assertIn(host, str(failure.value))
+        self.assertEqual(self.reactor.tcpClients, [])
+
+    def test_refusal_after_a_redirect_says_so(self) -> None:
+        """A refusal can name the redirect that led to the address."""
+        error = DisallowedNetworkError(
+            "127.0.0.1", ["127.0.0.1"], via="redirect 1 (307 from http://bots.example.com:80)"
+        )
+        self.assertEqual(
+            str(error),
+            "private or disallowed network: 127.0.0.1 resolves to 127.0.0.1, after redirect 1 "
+            "(307 from http://bots.example.com:80)",
+        )
+        self.assertEqual(error.via, "redirect 1 (307 from http://bots.example.com:80)")
 
     def test_other_schemes_are_refused(self) -> None:
         """Schemes other than http and https are not supported."""

@@ -13,11 +13,18 @@ timeout per message.
 
 The mailer is the shared one of :class:`zqtwisted.resources.Resources` (both
 queues send through it); its owner closes it.
+
+Zulip mode (``[zulip] database`` set): each event is built as Zulip's
+``build_email`` builds it (:mod:`zqtwisted.zulip.email_service`): ``to_user_ids``
+read from Zulip's database, Zulip's templates from ``[zulip] templates_dir``, the
+realm's ``List-Id``.  While the database does not answer, the events wait (retried
+without counting as a try).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from email.message import EmailMessage
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -30,6 +37,10 @@ from zqtwisted.mail.smtp import SMTPUnavailable
 from zqtwisted.resources import Resources
 from zqtwisted.runtime.consumer import BatchFailures, ConsumerSpec, Event, LoopQueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.redact import redact_event
+from zqtwisted.zulip.email_service import ZulipEmailBuilder
+from zqtwisted.zulip.email_templates import ZulipTemplates
+from zqtwisted.zulip.pool import DatabaseUnavailable, ZulipDatabase
+from zqtwisted.zulip.settings import ZulipSettings
 
 
 class EmailSendingWorker(LoopQueueProcessingWorker):
@@ -38,42 +49,69 @@ class EmailSendingWorker(LoopQueueProcessingWorker):
     batch_size = 100
     sleep_delay = 1.0
 
-    def __init__(self, context: WorkerContext, *, settings: MailSettings, mailer: Mailer) -> None:
+    def __init__(
+        self,
+        context: WorkerContext,
+        *,
+        settings: MailSettings,
+        mailer: Mailer,
+        zulip: ZulipEmailBuilder | None = None,
+        database: ZulipDatabase | None = None,
+    ) -> None:
+        """``zulip`` (with its ``database``): Zulip mode."""
         super().__init__(context)
         self.settings = settings
         self.mailer = mailer
         self.renderer = renderer_for(settings)
+        self.zulip = zulip
+        self.database = database
 
     def validate(self, event: Event) -> Event:
         return validate(event)
 
-    def start(self) -> None:
+    def start(self) -> Deferred[None] | None:
         self.log.info(
-            "{queue}: sending email with the {backend} backend", queue=self.queue, backend=self.settings.backend
+            "{queue}: sending email with the {backend} backend{mode}",
+            queue=self.queue,
+            backend=self.settings.backend,
+            mode=" (Zulip mode)" if self.zulip is not None else "",
         )
+        return self.database.open() if self.database is not None else None
+
+    async def build(self, event: Event) -> EmailMessage:
+        """The message of ``event``: Zulip's ``build_email`` in Zulip mode, else the renderer's."""
+        now = self.context.clock.seconds()
+        if self.zulip is not None:
+            return await self.zulip.build(event, now)
+        return self.renderer.render(event, now=now)
+
+    @property
+    def envelope_from(self) -> str:
+        return self.zulip.envelope_from if self.zulip is not None else self.settings.from_address
 
     def consume_batch(self, events: Sequence[Event]) -> Deferred[BatchFailures | None]:
         return Deferred.fromCoroutine(self._send_batch(events))
 
     async def _send_batch(self, events: Sequence[Event]) -> BatchFailures | None:
         failures: dict[int, BaseException] = {}
-        unavailable: SMTPUnavailable | None = None
+        unavailable: SMTPUnavailable | DatabaseUnavailable | None = None
         for index, event in enumerate(events):
             if unavailable is not None:
                 failures[index] = unavailable
                 continue
             try:
-                message = self.renderer.render(event, now=self.context.clock.seconds())
+                message = await self.build(event)
                 self.log.info(
-                    "Sending {template} email to {to}",
-                    template=_template_name(event),
-                    to=", ".join(str(a) for a in message.get_all("To", [])),
+                    "Sending {template} email to {to}", template=_template_name(event), to=_recipients(event, message)
                 )
-                await self.mailer.send(message, envelope_from=self.settings.from_address)
+                await self.mailer.send(message, envelope_from=self.envelope_from)
             except CancelledError:
                 raise  # the batch timed out or the worker stops: stop sending
             except SMTPUnavailable as e:
                 self.log.warn("{queue}: SMTP server unavailable: {error}", queue=self.queue, error=e)
+                failures[index] = unavailable = e
+            except DatabaseUnavailable as e:
+                # The rest of the batch would wait for the same deadline: retry it all (not counted as tries).
                 failures[index] = unavailable = e
             except Exception as e:  # noqa: BLE001 - one event's failure must not stop the others
                 self.log.warn("{queue}: could not send an email: {error}", queue=self.queue, error=_describe(e))
@@ -108,12 +146,30 @@ def renderer_for(settings: MailSettings) -> Renderer:
     )
 
 
+def zulip_email_builder(settings: MailSettings, resources: Resources) -> tuple[ZulipEmailBuilder, ZulipDatabase] | None:
+    """Zulip mode's builder over the shared database (None in standalone mode)."""
+    zulip = resources.config.section("zulip", ZulipSettings)
+    if not zulip.enabled:
+        return None
+    database = resources.zulip_database()
+    templates = ZulipTemplates(zulip.templates_dir or settings.effective_template_dir, zulip.locale_dir)
+    return ZulipEmailBuilder(database, zulip, templates), database
+
+
+def _build(
+    worker: type[EmailSendingWorker], context: WorkerContext, settings: MailSettings, resources: Resources
+) -> EmailSendingWorker:
+    zulip = zulip_email_builder(settings, resources)
+    builder, database = zulip if zulip is not None else (None, None)
+    return worker(context, settings=settings, mailer=resources.mailer(), zulip=builder, database=database)
+
+
 def _build_immediate(context: WorkerContext, settings: MailSettings, resources: Resources) -> EmailSendingWorker:
-    return ImmediateEmailSenderWorker(context, settings=settings, mailer=resources.mailer())
+    return _build(ImmediateEmailSenderWorker, context, settings, resources)
 
 
 def _build_deferred(context: WorkerContext, settings: MailSettings, resources: Resources) -> EmailSendingWorker:
-    return DeferredEmailSenderWorker(context, settings=settings, mailer=resources.mailer())
+    return _build(DeferredEmailSenderWorker, context, settings, resources)
 
 
 # Both queues send through the one mailer of the shared resources.
@@ -128,6 +184,16 @@ SPECS: tuple[ConsumerSpec[Any], ...] = (
 def _template_name(event: Event) -> str:
     prefix = event.get("template_prefix")
     return prefix.rsplit("/", 1)[-1] if isinstance(prefix, str) else "pre-rendered"
+
+
+def _recipients(event: Event, message: EmailMessage) -> str:
+    """Who an email goes to, for the log: user ids for ``to_user_ids`` (their addresses are private)."""
+    user_ids = event.get("to_user_ids")
+    if user_ids is None and event.get("to_user_id") is not None:
+        user_ids = [event["to_user_id"]]
+    if user_ids is not None:
+        return "user " + ", ".join(str(uid) for uid in user_ids)
+    return ", ".join(str(a) for a in message.get_all("To", []))
 
 
 def _describe(error: BaseException) -> str:

@@ -15,6 +15,13 @@ server that publishes to the plain queue needs no change.
 The store and the unread checker are given to the worker by its build, from
 the shared :class:`zqtwisted.resources.Resources` (which owns and closes them);
 the worker opens the store at start (a router never does).
+
+Zulip mode (``[zulip] database`` set): the events are Zulip's own
+(``maybe_enqueue_notifications``), the pending notifications live in Zulip's table
+``zerver_scheduledmessagenotificationemail``
+(:mod:`zqtwisted.zulip.missedmessage_store`) and each due batch becomes the emails
+Zulip's ``handle_missedmessage_emails`` builds (:mod:`zqtwisted.zulip.missed_emails`),
+handed to ``email_senders``.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from twisted.python.failure import Failure
 from zqtwisted.config import ConfigError
 from zqtwisted.errors import PermanentError, TransientError
 from zqtwisted.missedmessage.events import QUEUE, queue_for_user, stored_form, validate_event
-from zqtwisted.missedmessage.scheduler import BatchScheduler, SchedulerOptions
+from zqtwisted.missedmessage.scheduler import BatchScheduler, BuildEmails, SchedulerOptions
 from zqtwisted.missedmessage.settings import MissedMessageSettings
 from zqtwisted.missedmessage.store import PendingStore, Shard
 from zqtwisted.missedmessage.unread import UNREAD_POOL, UnreadChecker, build_unread_checker
@@ -35,6 +42,9 @@ from zqtwisted.resources import Resources
 from zqtwisted.runtime.consumer import ConsumerSpec, Event, QueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.redact import redact_event
 from zqtwisted.runtime.shards import shard_queue_name
+from zqtwisted.zulip.missed_emails import ZulipMissedMessages
+from zqtwisted.zulip.missedmessage_store import ZulipNotificationStore, validate_zulip_event
+from zqtwisted.zulip.settings import ZulipSettings
 
 
 class MissedMessageWorker(QueueProcessingWorker):
@@ -49,16 +59,21 @@ class MissedMessageWorker(QueueProcessingWorker):
         settings: MissedMessageSettings,
         store: PendingStore,
         unread: UnreadChecker | None = None,
+        build_emails: BuildEmails | None = None,
     ) -> None:
+        """``build_emails`` (with a store over Zulip's table): Zulip mode."""
         super().__init__(context)
         self.settings = settings
         self.store = store
         self.unread = unread
+        self.build_emails = build_emails
         self.scheduler: BatchScheduler | None = None
         self.shard: Shard | None = None
         self.router = False
 
     def validate(self, event: Event) -> Event:
+        if self.build_emails is not None:
+            return validate_zulip_event(event)
         return validate_event(event)
 
     def start(self) -> Deferred[None]:
@@ -90,6 +105,7 @@ class MissedMessageWorker(QueueProcessingWorker):
             SchedulerOptions.from_settings(s),
             unread=self.unread,
             shard=self.shard,
+            build_emails=self.build_emails,
         )
         return self.store.open().addCallback(lambda _: scheduler.start())
 
@@ -132,7 +148,16 @@ def _transient(failure: Failure) -> Failure:
 
 
 def build_worker(context: WorkerContext, settings: MissedMessageSettings, resources: Resources) -> MissedMessageWorker:
-    """The worker with the shared store and, with ``unread_url``, a checker over the ``"unread"`` pool."""
+    """The worker with the shared store and, with ``unread_url``, a checker over the ``"unread"`` pool.
+
+    In Zulip mode: the store over Zulip's table and the emails built from Zulip's database.
+    """
+    zulip = resources.config.section("zulip", ZulipSettings)
+    if zulip.enabled:
+        database = resources.zulip_database()
+        store = ZulipNotificationStore(database, settings.default_batching_period, context.clock)
+        emails = ZulipMissedMessages(database, zulip, context.publisher, clock=context.clock)
+        return MissedMessageWorker(context, settings=settings, store=store, build_emails=emails.build)
     unread = None
     if settings.unread_url:
         pool = resources.http_pool("unread", UNREAD_POOL)

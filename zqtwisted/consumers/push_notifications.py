@@ -17,10 +17,16 @@ POST to the push bouncer (:mod:`zqtwisted.push.bouncer`), many at once
 Zulip runs this queue without a per-event timeout; here the bouncer request has
 its own deadline (``[push] timeout``, 15 s) well inside the queue's
 ``max_consume_seconds`` (30 s), so a slow bouncer is retried, not dead-lettered.
+
+Zulip mode (``[zulip] database`` set): the events are Zulip's own (``add`` with
+identifiers, ``remove``, ``register_push_device_to_bouncer``), handled as Zulip's
+``handle_push_notification`` & co. handle them, from Zulip's database
+(:mod:`zqtwisted.zulip.push_service`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from twisted.internet.defer import Deferred
@@ -29,19 +35,25 @@ from twisted.python.failure import Failure
 
 from zqtwisted.errors import TransientError
 from zqtwisted.push.bouncer import (
+    BouncerBackend,
     BouncerRefused,
     PushBackend,
     bouncer_pool_options,
     build_backend,
     build_bouncer_client,
 )
-from zqtwisted.push.payload import PushEvent, build_notification, parse_event
+from zqtwisted.push.payload import build_notification, parse_event
 from zqtwisted.push.settings import PushSettings
 from zqtwisted.push.sharding import QUEUE
 from zqtwisted.resources import Resources
 from zqtwisted.runtime.consumer import ConsumerSpec, Event, QueueProcessingWorker, WorkerContext
 from zqtwisted.runtime.runner_settings import RunnerSettings
 from zqtwisted.webhooks.client import WebhookClient
+from zqtwisted.zulip.bouncer import ZulipBouncer
+from zqtwisted.zulip.pool import ZulipDatabase
+from zqtwisted.zulip.push_events import parse_zulip_push_event, user_of
+from zqtwisted.zulip.push_service import ZulipPush
+from zqtwisted.zulip.settings import ZulipSettings
 
 
 class ParsedEvent(dict[str, Any]):
@@ -51,7 +63,7 @@ class ParsedEvent(dict[str, Any]):
     once; it is still the plain event for everything else (retries, dead letters).
     """
 
-    def __init__(self, event: Event, parsed: PushEvent) -> None:
+    def __init__(self, event: Event, parsed: Any) -> None:
         super().__init__(event)
         self.parsed = parsed
 
@@ -73,15 +85,26 @@ class PushNotificationsWorker(QueueProcessingWorker):
         backend: PushBackend,
         concurrency: int,
         consume_timeout: float | None,
+        zulip: ZulipPush | None = None,
+        database: ZulipDatabase | None = None,
     ) -> None:
-        """``concurrency`` and ``consume_timeout`` are the queue's effective ones (for the start-up checks)."""
+        """``concurrency`` and ``consume_timeout`` are the queue's effective ones (for the start-up checks).
+
+        ``zulip`` (with its ``database``): Zulip mode.
+        """
         super().__init__(context)
         self.settings = settings
         self.backend = backend
         self.effective_concurrency = concurrency
         self.consume_timeout = consume_timeout
+        self.zulip = zulip
+        self.database = database
 
-    def start(self) -> None:
+    def start(self) -> Deferred[None] | None:
+        self._announce()
+        return self.database.open() if self.database is not None else None
+
+    def _announce(self) -> None:
         if self.backend.name == "log":
             self.log.warn(
                 "Mobile push notifications are not configured ([push] bouncer_url is not set): "
@@ -94,9 +117,14 @@ class PushNotificationsWorker(QueueProcessingWorker):
             self.log.warn("{queue}: {problem}", queue=self.queue, problem=problem)
 
     def validate(self, event: Event) -> Event:
+        if self.zulip is not None:
+            return ParsedEvent(event, parse_zulip_push_event(event))
         return ParsedEvent(event, parse_event(event, self.settings))
 
     def consume(self, event: Event) -> Deferred[None]:
+        if self.zulip is not None:
+            parsed = event.parsed if isinstance(event, ParsedEvent) else parse_zulip_push_event(event)
+            return self.zulip.handle(parsed, event)
         return Deferred.fromCoroutine(self._consume(event))
 
     async def _consume(self, event: Event) -> None:
@@ -119,7 +147,7 @@ class PushNotificationsWorker(QueueProcessingWorker):
 
     def on_give_up(self, event: Event, failure: Failure, reason: str) -> None:
         """Zulip's failure processor: a warning once the retries are used up."""
-        user_id = event.get("user_profile_id")
+        user_id = user_of(event)
         if reason == "retries-exhausted" or failure.check(TransientError):
             self.log.warn("Maximum retries exceeded for trigger:{user_id} event:push_notification", user_id=user_id)
         elif isinstance(failure.value, BouncerRefused) and failure.value.code == "PUSH_NOTIFICATIONS_DISALLOWED":
@@ -157,19 +185,35 @@ class PushNotificationsWorker(QueueProcessingWorker):
 
 
 def build_worker(context: WorkerContext, settings: PushSettings, resources: Resources) -> PushNotificationsWorker:
-    """The worker with its backend over the shared ``"push"`` pool, and the queue's effective limits."""
+    """The worker with its backend over the shared ``"push"`` pool, and the queue's effective limits.
+
+    In Zulip mode it also gets Zulip's database and the bouncer requests of Zulip mode.
+    """
+    zulip = resources.config.section("zulip", ZulipSettings)
+    if zulip.enabled and not settings.user_agent_version:
+        settings = dataclasses.replace(settings, user_agent_version=zulip.version)
 
     def client() -> WebhookClient:
         pool = resources.http_pool("push", bouncer_pool_options(settings))
         return build_bouncer_client(resources.reactor, settings, pool)
 
     runner = RunnerSettings.resolve(PushNotificationsWorker, resources.config.queue(context.queue))
+    backend = build_backend(settings, client)
+    service = database = None
+    if zulip.enabled:
+        database = resources.zulip_database()
+        bouncer = None
+        if isinstance(backend, BouncerBackend):
+            bouncer = ZulipBouncer(backend.client, settings.bouncer_url, settings.server_uuid, settings.secret())
+        service = ZulipPush(database, bouncer, zulip, context.publisher, zulip.salt())
     return PushNotificationsWorker(
         context,
         settings=settings,
-        backend=build_backend(settings, client),
+        backend=backend,
         concurrency=runner.concurrency,
         consume_timeout=runner.timeout,
+        zulip=service,
+        database=database,
     )
 
 

@@ -7,8 +7,9 @@ Two event forms (see ``docs/email.md``):
 - pre-rendered: ``subject``, ``body`` and/or ``html_body``, optional ``headers``.
 
 Recipients come from ``to_emails`` (legacy ``to_email``).  ``to_user_ids`` needs
-Zulip's user table, which this service does not have: such an event without
-addresses fails permanently.  Every problem with the content of an event is a
+Zulip's user table: in standalone mode such an event without addresses fails
+permanently; in Zulip mode :mod:`zqtwisted.zulip.email_service` resolves them and
+builds the message with :func:`assemble`.  Every problem with the content of an event is a
 :class:`~zqtwisted.errors.PermanentError` (it would fail the same way on retry);
 wrong field types are caught earlier by :func:`validate` as
 :class:`~zqtwisted.errors.MalformedEventError`.
@@ -213,6 +214,53 @@ def to_bytes(message: EmailMessage) -> bytes:
     return message.as_bytes(policy=POLICY)
 
 
+def assemble(
+    *,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    sender: Address,
+    recipients: list[Address],
+    reply_to: Address | None,
+    date: str,
+    message_id: str,
+    headers: Mapping[str, str],
+) -> EmailMessage:
+    """The message: From, To, Reply-To, Subject (one line), Date, Message-ID, Zulip's
+    ``X-Auto-Response-Suppress``, the extra ``headers``, and the text and/or HTML parts."""
+    message = EmailMessage(policy=POLICY)
+    message["From"] = with_short_name(sender)
+    message["To"] = [with_short_name(a) for a in recipients]
+    if reply_to is not None:
+        message["Reply-To"] = reply_to
+    message["Subject"] = " ".join(line.strip() for line in subject.strip().splitlines())
+    message["Date"] = date
+    message["Message-ID"] = message_id
+    message["X-Auto-Response-Suppress"] = "All"
+    for name, value in headers.items():
+        del message[name]
+        message[name] = value
+    message["MIME-Version"] = "1.0"
+    if text is not None and html is not None:
+        message.make_alternative()
+        message.attach(text_part(text, "plain"))
+        message.attach(text_part(html, "html"))
+    else:
+        text_part(html if text is None else text, "html" if text is None else "plain", message)
+    return message
+
+
+def checked_date(value: str | None, now: float) -> str:
+    """The ``Date`` header: the event's (an RFC 5322 date, else PermanentError) or ``now``."""
+    if value is None:
+        return format_date(now)
+    try:
+        email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        raise PermanentError(f"date: not an RFC 5322 date: {value!r}") from None
+    return value
+
+
 class Renderer:
     """Builds the message of an email event.  Reads templates, nothing else."""
 
@@ -253,37 +301,28 @@ class Renderer:
             subject, text, html = self.render_templates(event["template_prefix"], self.context(event))
         else:
             subject, text, html = event["subject"], event.get("body"), event.get("html_body")
-        subject = " ".join(line.strip() for line in subject.strip().splitlines())
-
-        message = EmailMessage(policy=POLICY)
         from_address = self._from_address(event.get("from_address"))
         from_name = event.get("from_name")
         if from_name is None:
             from_name = self.from_name
-        message["From"] = with_short_name(Address(from_name, from_address.username, from_address.domain))
-        message["To"] = [with_short_name(a) for a in recipients]
-        reply_to = event.get("reply_to_email")
-        if reply_to is not None:
-            message["Reply-To"] = parse_address(reply_to, "reply_to_email")
+        reply_to_value = event.get("reply_to_email")
+        reply_to: Address | None = None
+        if reply_to_value is not None:
+            reply_to = parse_address(reply_to_value, "reply_to_email")
         elif from_address.addr_spec == self.from_address.addr_spec:
             # Zulip: replies to a noreply email show the bare noreply address.
-            message["Reply-To"] = Address(username=from_address.username, domain=from_address.domain)
-        message["Subject"] = subject
-        message["Date"] = self._date(event.get("date"), now)
-        message["Message-ID"] = self._make_message_id(self.message_id_domain)
-        message["X-Auto-Response-Suppress"] = "All"
-        for name, value in self._extra_headers(event).items():
-            del message[name]
-            message[name] = value
-
-        message["MIME-Version"] = "1.0"
-        if text is not None and html is not None:
-            message.make_alternative()
-            message.attach(text_part(text, "plain"))
-            message.attach(text_part(html, "html"))
-        else:
-            text_part(html if text is None else text, "html" if text is None else "plain", message)
-        return message
+            reply_to = Address(username=from_address.username, domain=from_address.domain)
+        return assemble(
+            subject=subject,
+            text=text,
+            html=html,
+            sender=Address(from_name, from_address.username, from_address.domain),
+            recipients=recipients,
+            reply_to=reply_to,
+            date=self._date(event.get("date"), now),
+            message_id=self._make_message_id(self.message_id_domain),
+            headers=self._extra_headers(event),
+        )
 
     def recipients(self, event: Mapping[str, Any]) -> list[Address]:
         """The To addresses of ``event`` (legacy forms included)."""
@@ -293,8 +332,8 @@ class Renderer:
         if not emails:
             if event.get("to_user_ids") or event.get("to_user_id") is not None:
                 raise PermanentError(
-                    "to_user_ids needs Zulip's user directory, which zqtwisted does not have: "
-                    "publish the event with to_emails instead"
+                    "to_user_ids needs Zulip's user directory: set [zulip] database (Zulip mode), "
+                    "or publish the event with to_emails"
                 )
             raise PermanentError("the event has no recipient")
         return [parse_address(value, "to_emails") for value in emails]
@@ -342,13 +381,7 @@ class Renderer:
 
     @staticmethod
     def _date(value: str | None, now: float) -> str:
-        if value is None:
-            return format_date(now)
-        try:
-            email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            raise PermanentError(f"date: not an RFC 5322 date: {value!r}") from None
-        return value
+        return checked_date(value, now)
 
     @staticmethod
     def _extra_headers(event: Mapping[str, Any]) -> dict[str, str]:

@@ -7,6 +7,7 @@ gets the email) and ``message`` (what it says).  See ``docs/missedmessage.md``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,13 @@ RUNTIME_FIELDS = ("failed_tries",)
 
 _NUMBER = (int, float)
 
+# The store keeps ids in BIGINT columns (Zulip's ids fit: AutoField / BigAutoField).
+MAX_ID = 2**63 - 1
+# Zulip's user setting is an IntegerField (32-bit).
+MAX_BATCHING_PERIOD = 2**31 - 1
+# Year 9999: what a date can be rendered for.
+MAX_TIMESTAMP = 253402300799
+
 
 def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """The event, checked; raise MalformedEventError naming what is wrong."""
@@ -44,9 +52,15 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
     trigger = _field(event, "trigger", str, "event")
     if not trigger:
         raise MalformedEventError("field 'trigger' is empty")
-    _field(event, "mentioned_user_group_id", (int, type(None)), "event", required=False)
-    if user_id < 1 or message_id < 1:
-        raise MalformedEventError("fields 'user_profile_id' and 'message_id' must be positive")
+    group_id = _field(event, "mentioned_user_group_id", (int, type(None)), "event", required=False)
+    for name, value in (
+        ("user_profile_id", user_id),
+        ("message_id", message_id),
+        ("mentioned_user_group_id", group_id),
+    ):
+        if value is not None and not 1 <= value <= MAX_ID:
+            # Out of range it would fail in the store (BIGINT) on every retry: malformed, not transient.
+            raise MalformedEventError(f"field '{name}': expected an id in 1..{MAX_ID}, got {str(value)[:40]}")
 
     user = _field(event, "user", dict, "event")
     email = _field(user, "email", str, "user")
@@ -54,8 +68,10 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
         raise MalformedEventError(f"field 'user.email': not an email address: {email!r}")
     _field(user, "full_name", str, "user")
     period = _field(user, "batching_period_seconds", (*_NUMBER, type(None)), "user", required=False)
-    if period is not None and period < 0:
-        raise MalformedEventError("field 'user.batching_period_seconds' must be >= 0")
+    if period is not None and not (math.isfinite(period) and 0 <= period <= MAX_BATCHING_PERIOD):
+        raise MalformedEventError(
+            f"field 'user.batching_period_seconds': expected 0..{MAX_BATCHING_PERIOD}, got {str(period)[:40]}"
+        )
     for name in ("realm_name", "realm_url", "unsubscribe_link"):
         _field(user, name, (str, type(None)), "user", required=False)
 
@@ -67,7 +83,9 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
         raise MalformedEventError(f"field 'message.type': expected one of {', '.join(MESSAGE_TYPES)}, got {kind!r}")
     for name in ("sender_full_name", "sender_email", "content"):
         _field(message, name, str, "message")
-    _field(message, "timestamp", _NUMBER, "message")
+    timestamp = _field(message, "timestamp", _NUMBER, "message")
+    if not (math.isfinite(timestamp) and 0 <= timestamp <= MAX_TIMESTAMP):
+        raise MalformedEventError(f"field 'message.timestamp': not a time, got {str(timestamp)[:40]}")
     for name in ("rendered_content", "url", "conversation_url"):
         _field(message, name, (str, type(None)), "message", required=False)
     if kind == "stream":

@@ -16,6 +16,10 @@
 
 No polling: the only timers are the users' ``callLater`` (plus an optional
 rescan, off by default).
+
+Zulip mode gives a store over Zulip's own table and ``build_emails`` (Zulip's
+``handle_missedmessage_emails`` over its database); a batch that fails with a
+:class:`~zqtwisted.errors.PermanentError` is logged and dropped, as Zulip drops it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from zqtwisted.errors import PermanentError
 from zqtwisted.missedmessage.events import stored_form
 from zqtwisted.missedmessage.grouping import EmailOptions, build_email_events
 from zqtwisted.missedmessage.settings import MissedMessageSettings
@@ -38,6 +43,8 @@ from zqtwisted.missedmessage.unread import UnreadChecker
 from zqtwisted.runtime.retry import BackoffPolicy
 
 Publish = Callable[[str, Mapping[str, Any]], Deferred[None]]
+# Zulip mode: (user id, the due notifications) -> the email events (built from Zulip's database).
+BuildEmails = Callable[[int, list[Mapping[str, Any]]], Deferred[list[dict[str, Any]]]]
 
 FAILURE_LOG = "Failed to process {count} missedmessage_emails for user {user_profile_id}"
 
@@ -78,6 +85,7 @@ class BatchScheduler:
         unread: UnreadChecker | None = None,
         shard: Shard | None = None,
         make_token: Callable[[], str] = lambda: uuid.uuid4().hex,
+        build_emails: BuildEmails | None = None,
     ) -> None:
         self.clock = clock
         self.store = store
@@ -86,6 +94,7 @@ class BatchScheduler:
         self.unread = unread
         self.shard = shard
         self._make_token = make_token
+        self.build_emails = build_emails
         self._timers: dict[int, IDelayedCall] = {}
         self._running: dict[int, Deferred[None]] = {}
         # Due times asked for while the user's batch was being sent.
@@ -150,11 +159,13 @@ class BatchScheduler:
 
     async def _add(self, event: Mapping[str, Any]) -> None:
         user = int(event["user_profile_id"])
-        period = event["user"].get("batching_period_seconds")
+        # Zulip mode's events carry no "user": its store reads the user's period from Zulip's database.
+        period = (event.get("user") or {}).get("batching_period_seconds")
         if period is None:
             period = self.options.default_period
         when = await self.store.add(stored_form(event), self.clock.seconds(), float(period))
-        self.schedule(user, when)
+        if when is not None:
+            self.schedule(user, when)
 
     async def _start(self) -> None:
         times = await self.store.due_times(self.shard)
@@ -237,6 +248,10 @@ class BatchScheduler:
         except CancelledError:
             self._release(token)
             raise
+        except PermanentError:
+            # Will never succeed (a user that no longer exists...): logged and dropped, as Zulip does.
+            self.log.failure(FAILURE_LOG, count=count, user_profile_id=user)
+            await self._drop(token)
         except Exception:  # noqa: BLE001 - one user's failure must not stop the others
             attempt = self._attempts[user] = self._attempts.get(user, 0) + 1
             delay = self.options.retry.ceiling(attempt)
@@ -254,6 +269,14 @@ class BatchScheduler:
             count=len(message_ids),
             user_profile_id=user,
         )
+        if self.build_emails is not None:
+            emails = await self.build_emails(user, list(events))
+            for email in emails:
+                await self.publish(self.options.email_queue, email)
+            await self.store.delete(token)
+            self.log.info("Sent {emails} missed-message emails for user {user_profile_id}", emails=len(emails),
+                          user_profile_id=user)  # fmt: skip
+            return
         if self.unread is not None:
             unread = await self.unread.unread(user, message_ids)
             events = [e for e in events if int(e["message_id"]) in unread]
@@ -282,6 +305,15 @@ class BatchScheduler:
             self._not_before.pop(user, None)
             return
         self.schedule(user, when)
+
+    def _drop(self, token: str) -> Deferred[None]:
+        """Delete a batch that can never be sent (never fails: on error the batch is retried later)."""
+
+        def failed(failure: Failure) -> None:
+            self.log.warn("Could not delete a failed missed-message batch: {error}", error=failure.getErrorMessage())
+            self._release(token)
+
+        return self.store.delete(token).addCallbacks(lambda _: None, failed)
 
     def _release(self, token: str) -> Deferred[None]:
         """Give the claim back (never fails: an unreleased claim expires by itself)."""

@@ -81,7 +81,7 @@ class SQLStore:
         self._close_pool()
         return succeed(None)
 
-    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float]:
+    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float | None]:
         user, message = int(event["user_profile_id"]), int(event["message_id"])
         body = json.dumps(event, separators=(",", ":"))
 

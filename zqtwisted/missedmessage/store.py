@@ -62,8 +62,8 @@ class PendingStore(Protocol):
     def close(self) -> Deferred[None]:
         """Release connections and threads."""
 
-    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float]:
-        """Store one notification; fires with when the user's next batch is due.
+    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float | None]:
+        """Store one notification; fires with when the user's next batch is due (None: nothing is pending).
 
         The due time is the one of the user's pending (unclaimed) batch, else
         ``now + period`` -- never later than ``now + period`` (a user who
@@ -133,7 +133,7 @@ class MemoryStore:
         self.is_open = False
         return succeed(None)
 
-    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float]:
+    def add(self, event: Mapping[str, Any], now: float, period: float) -> Deferred[float | None]:
         def run() -> float:
             user, message = int(event["user_profile_id"]), int(event["message_id"])
             mine = self._of(user)

@@ -1,34 +1,43 @@
-"""Zulip's queue check (``check-rabbitmq-queue``) as pure functions, plus a consumers check.
+"""Zulip's queue check (``check-rabbitmq-queue``) as pure functions, plus consumers and dead letters.
 
-Inputs are values: per queue ``(messages, consumers)`` as the broker reports them,
-the parsed stats files (:mod:`zqtwisted.ops.stats`), and ``now``.  Output is a Nagios
-status and Zulip's one-line text ``{now}|{status}|{STATE}|{message}``.
+Inputs are values: per queue ``(messages, consumers)`` for **every queue of the vhost**,
+as ``rabbitmqctl list_queues name messages consumers`` reports them
+(:mod:`zqtwisted.ops.queues`; ``messages`` = ready + unacknowledged), the parsed stats
+files (:mod:`zqtwisted.ops.stats`), and ``now``.  Output is a Nagios status and Zulip's
+one-line text ``{now}|{status}|{STATE}|{message}``.
 
 The rules are Zulip's (``scripts/lib/check_rabbitmq_queue.py``):
 
-- a queue whose workers write stats files is checked only while it has consumers:
+- a queue whose workers write stats files (Zulip's ``normal_queues``, every queue
+  zqtwisted serves, and their ``_shardN``) is checked only while it has consumers:
   a missing or invalid stats file is UNKNOWN ("invalid or no stats data");
   stats older than 180 s while more than 10 messages wait is CRITICAL ("queue
   appears to be stuck"); otherwise ``size * recent_average_consume_time`` above the
   queue's limits is WARNING / CRITICAL ("clearing the backlog will take too long");
-- any other queue: more than 10 messages is WARNING, more than 50 CRITICAL;
+- any other queue, with or without consumers: more than 10 messages is WARNING,
+  more than 50 CRITICAL;
 - queue names that are not ``\\w+`` (the ``{queue}.failed`` dead-letter queues) are
-  skipped, as Zulip's ``rabbitmqctl`` parser skips them.
+  skipped, as Zulip's regular expression skips them.
 
 Differences, on purpose: the exit code is the worst state, so UNKNOWN exits 3
-(Zulip maps it to WARNING); a sharded queue ``x_shardN`` gets the limits of ``x``.
+(Zulip maps it to WARNING); a sharded queue ``x_shardN`` gets the limits of ``x``;
+and a stats queue **without** consumers whose stats file exists is judged by the
+"stuck" rule too: with AMQP heartbeats on, RabbitMQ drops the consumer of a frozen
+worker (and returns its unacked events to the queue), which Zulip's check would
+then skip.  ``stuck_seconds`` (Zulip's 180) is a parameter.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from zqtwisted.ops.stats import stats_path
+from zqtwisted.runtime.deadletter import FAILED_SUFFIX
 from zqtwisted.runtime.shards import base_queue
 
 OK = 0
@@ -51,11 +60,27 @@ ZULIP_LIMITS: Mapping[str, tuple[float, float]] = MappingProxyType(
     }
 )
 
-STUCK_SECONDS = 180
+STUCK_SECONDS = 180.0
 STUCK_MIN_SIZE = 10
 WARN_COUNT_THRESHOLD_DEFAULT = 10
 CRITICAL_COUNT_THRESHOLD_DEFAULT = 50
 
+# Zulip's normal_queues (scripts/lib/check_rabbitmq_queue.py): their workers write stats files.
+ZULIP_NORMAL_QUEUES = (
+    "deferred_work",
+    "deferred_email_senders",
+    "digest_emails",
+    "email_mirror",
+    "email_senders",
+    "embed_links",
+    "embedded_bots",
+    "missedmessage_emails",
+    "missedmessage_mobile_notifications",
+    "outgoing_webhooks",
+    "thumbnail",
+    "user_activity",
+    "user_activity_interval",
+)
 _QUEUE_NAME = re.compile(r"\w+")
 STATS_KEYS = ("update_time", "recent_average_consume_time", "queue_last_emptied_timestamp")
 
@@ -112,16 +137,14 @@ def analyze_queue_stats(
     size: int,
     now: int,
     limits: Mapping[str, tuple[float, float]] | None = None,
+    stuck_seconds: float = STUCK_SECONDS,
 ) -> Result:
     """Zulip's ``analyze_queue_stats``: one queue that writes stats files."""
     if not stats:
         return Result(UNKNOWN, queue, "invalid or no stats data")
-    if now - stats["update_time"] > STUCK_SECONDS and size > STUCK_MIN_SIZE:
-        return Result(
-            CRITICAL,
-            queue,
-            "queue appears to be stuck, last update {}, queue size {}".format(stats["update_time"], size),
-        )
+    stuck = stuck_result(queue, stats, size, now, stuck_seconds)
+    if stuck is not None:
+        return stuck
     average = stats["recent_average_consume_time"]
     if average is None:
         return Result(OK, queue)  # just started: nothing to estimate with
@@ -131,6 +154,22 @@ def analyze_queue_stats(
         status = CRITICAL if expected > critical else WARNING
         return Result(status, queue, f"clearing the backlog will take too long: {expected}s, size: {size}")
     return Result(OK, queue)
+
+
+def stuck_result(queue: str, stats: Mapping[str, Any], size: int, now: int, stuck_seconds: float) -> Result | None:
+    """Zulip's "stuck" rule: no stats update for ``stuck_seconds`` while more than 10 messages wait."""
+    if now - stats["update_time"] > stuck_seconds and size > STUCK_MIN_SIZE:
+        return Result(
+            CRITICAL,
+            queue,
+            "queue appears to be stuck, last update {}, queue size {}".format(stats["update_time"], size),
+        )
+    return None
+
+
+def is_stats_queue(queue: str, stats_queues: Collection[str]) -> bool:
+    """Whether ``queue`` (or the queue it is a shard of) has workers that write stats files."""
+    return queue in stats_queues or base_queue(queue) in stats_queues
 
 
 def check_other_queue(queue: str, count: int) -> Result:
@@ -148,15 +187,25 @@ def check_queues(
     stats_queues: Collection[str],
     now: int,
     limits: Mapping[str, tuple[float, float]] | None = None,
+    stuck_seconds: float = STUCK_SECONDS,
 ) -> list[Result]:
-    """Every queue's result.  ``stats_queues``: (base) names whose workers write stats."""
+    """Every queue's result.  ``stats_queues``: (base) names whose workers write stats.
+
+    A stats queue without consumers is judged only by the stuck rule, and only when
+    its stats file exists (a worker ran it): see the module docstring.
+    """
     results = []
     for queue, (messages, consumers) in sorted(counts.items()):
         if not _QUEUE_NAME.fullmatch(queue):
             continue
-        if queue in stats_queues or base_queue(queue) in stats_queues:
-            if consumers > 0:
-                results.append(analyze_queue_stats(queue, stats.get(queue, {}), messages, now, limits))
+        if is_stats_queue(queue, stats_queues):
+            queue_stats = stats.get(queue, {})
+            if consumers > 0 and not queue.startswith("notify_tornado"):
+                results.append(analyze_queue_stats(queue, queue_stats, messages, now, limits, stuck_seconds))
+            elif queue_stats:
+                stuck = stuck_result(queue, queue_stats, messages, now, stuck_seconds)
+                if stuck is not None:
+                    results.append(stuck)
         else:
             results.append(check_other_queue(queue, messages))
     return results
@@ -178,16 +227,43 @@ def run_check(
     now: float,
     limits: Mapping[str, tuple[float, float]] | None = None,
     stats_queues: Collection[str] = (),
+    stuck_seconds: float = STUCK_SECONDS,
 ) -> tuple[int, str]:
     """``zqctl check``: read the stats files of the queues that need them and judge.
 
-    ``stats_queues``: the known queues (every zqtwisted worker writes stats files).
+    ``stats_queues``: the queues whose workers write stats files, besides Zulip's
+    ``normal_queues`` (every zqtwisted worker writes them: pass the known queues).
     """
-    names = set(stats_queues)
-    needed = [q for q, (_, consumers) in counts.items() if consumers > 0 and (q in names or base_queue(q) in names)]
+    names = {*ZULIP_NORMAL_QUEUES, *stats_queues}
+    needed = [q for q in counts if _QUEUE_NAME.fullmatch(q) and is_stats_queue(q, names)]
     stats = {q: read_stats(stats_dir, q) for q in needed}
     moment = int(now)
-    return summarize(check_queues(counts, stats, names, moment, limits), moment)
+    return summarize(check_queues(counts, stats, names, moment, limits, stuck_seconds), moment)
+
+
+def check_failed(
+    counts: Mapping[str, tuple[int, int]],
+    now: float,
+    limits: Callable[[str], tuple[int, int]] = lambda queue: (0, 100),
+) -> tuple[int, str]:
+    """``zqctl check --failed``: dead letters held in each ``{queue}.failed`` queue.
+
+    More than the warning limit is WARNING (``dead letters warning: n``), more than
+    the critical one CRITICAL; ``limits(queue)`` gives (warning, critical) per queue.
+    """
+    results = []
+    for name, (messages, _consumers) in sorted(counts.items()):
+        if not name.endswith(FAILED_SUFFIX) or len(name) == len(FAILED_SUFFIX):
+            continue
+        warning, critical = limits(name[: -len(FAILED_SUFFIX)])
+        if messages > critical:
+            results.append(Result(CRITICAL, name, f"dead letters critical: {messages}"))
+        elif messages > warning:
+            results.append(Result(WARNING, name, f"dead letters warning: {messages}"))
+        else:
+            results.append(Result(OK, name))
+    moment = int(now)
+    return summarize(results, moment, ok_message="dead letters normal")
 
 
 def check_consumers(

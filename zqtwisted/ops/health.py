@@ -3,7 +3,8 @@
 - ``/metrics``: Prometheus text from the :class:`zqtwisted.ops.metrics.MetricsObserver` registry;
 - ``/health``: 200 while the reactor is responsive, as measured by a
   :class:`ReactorLagProbe` (a ``LoopingCall`` every 0.5 s on the injected clock);
-- ``/ready``: 200 when connected to the broker and every consumer is attached, else 503.
+- ``/ready``: 200 when connected to the broker, not blocked by it (a resource alarm) and
+  every consumer is attached, else 503 with the reason; it names the broker node connected to.
 
 When the reactor is blocked longer than the threshold, the probe logs a warning with
 the stack of the code that blocked it: a watchdog thread samples the reactor thread's
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from zqtwisted.runtime.broker import Broker
 from zqtwisted.runtime.observer import NullObserver
 
 PROBE_INTERVAL = 0.5
@@ -199,10 +201,29 @@ class ReactorLagProbe(Service):
 class Readiness:
     connected: bool
     consumers: dict[str, bool] = field(default_factory=dict)
+    node: str | None = None  # the broker node connected to (host:port)
+    # Other dependencies (e.g. "zulip_database") -> whether they answer.
+    checks: dict[str, bool] = field(default_factory=dict)
+    blocked: str | None = None  # why the broker blocks publishing (a memory or disk alarm)
+    problem: str | None = None  # why there is no broker connection (the last failure)
 
     @property
     def ready(self) -> bool:
-        return self.connected and bool(self.consumers) and all(self.consumers.values())
+        ok = self.connected and bool(self.consumers) and all(self.consumers.values())
+        return ok and self.blocked is None and all(self.checks.values())
+
+    @property
+    def reason(self) -> str | None:
+        """Why it is not ready, in one line (None when ready)."""
+        if not self.connected:
+            return self.problem or "not connected to RabbitMQ"
+        if self.blocked is not None:
+            return f"RabbitMQ at {self.node} blocks publishing: {self.blocked} (a memory or disk alarm)"
+        detached = sorted(q for q, ok in self.consumers.items() if not ok)
+        if detached or not self.consumers:
+            return f"consumers not attached: {', '.join(detached)}" if detached else "no consumer"
+        unavailable = sorted(n for n, ok in self.checks.items() if not ok)
+        return f"unavailable: {', '.join(unavailable)}" if unavailable else None
 
 
 class ReadinessTracker(NullObserver):
@@ -212,21 +233,36 @@ class ReadinessTracker(NullObserver):
     ``session_lost``); call it to get a :class:`Readiness`.
     """
 
-    def __init__(self, queues: Iterable[str]) -> None:
+    def __init__(self, queues: Iterable[str], broker: Broker | None = None) -> None:
         self.connected = False
+        self.node: str | None = None
         self.consumers = {q: False for q in queues}
+        self.checks: dict[str, Callable[[], bool]] = {}
+        self._broker = broker  # asked why it is not connected
+        self._session: Any = None  # asked whether the broker blocks it
+
+    def add_check(self, name: str, check: Callable[[], bool]) -> None:
+        """Another dependency ``/ready`` waits for: ``check()`` says whether it answers."""
+        self.checks[name] = check
 
     def attached(self, queue: str, attached: bool) -> None:
         self.consumers[queue] = attached
 
     def session_started(self, session: Any) -> None:
         self.connected = True
+        self.node = getattr(session, "node", None)
+        self._session = session
 
     def session_lost(self, session: Any) -> None:
         self.connected = False
+        self.node = None
+        self._session = None
 
     def __call__(self) -> Readiness:
-        return Readiness(self.connected, dict(self.consumers))
+        checks = {name: check() for name, check in self.checks.items()}
+        blocked = getattr(self._session, "blocked", None) if self.connected else None
+        problem = self._broker.problem if self._broker is not None and not self.connected else None
+        return Readiness(self.connected, dict(self.consumers), self.node, checks, blocked, problem)
 
 
 def _json(request: Request, code: int, body: dict[str, Any]) -> bytes:
@@ -273,9 +309,13 @@ class ReadyResource(Resource):
             body: dict[str, Any] = {
                 "ready": state.ready,
                 "connected": state.connected,
+                "node": state.node,
                 "consumers_attached": sum(state.consumers.values()),
                 "consumers": len(state.consumers),
                 "detached": sorted(q for q, ok in state.consumers.items() if not ok),
+                **({"unavailable": sorted(n for n, ok in state.checks.items() if not ok)} if state.checks else {}),
+                **({"blocked": state.blocked} if state.blocked is not None else {}),
+                **({"reason": state.reason} if not state.ready else {}),
             }
             ready = state.ready
         else:
@@ -285,9 +325,15 @@ class ReadyResource(Resource):
 
 
 def make_root(
-    registry: CollectorRegistry, is_ready: Callable[[], Readiness | bool], lag_probe: ReactorLagProbe
+    registry: CollectorRegistry,
+    is_ready: Callable[[], Readiness | bool],
+    lag_probe: ReactorLagProbe,
+    children: Mapping[bytes, Resource] | None = None,
 ) -> Resource:
+    """/metrics, /health, /ready, and ``children`` (the dashboard's ``/``, ``/static``, ``/api``)."""
     root = Resource()
+    for path, child in (children or {}).items():
+        root.putChild(path, child)
     root.putChild(b"metrics", MetricsResource(registry))
     root.putChild(b"health", HealthResource(lag_probe))
     root.putChild(b"ready", ReadyResource(is_ready))
@@ -307,13 +353,14 @@ def make_http_service(
     registry: CollectorRegistry,
     is_ready: Callable[[], Readiness | bool],
     lag_probe: ReactorLagProbe,
+    children: Mapping[bytes, Resource] | None = None,
 ) -> MultiService:
     """A service listening on ``endpoint_string`` (``tcp:9191:interface=127.0.0.1``).
 
     The lag probe runs as a child of the returned service, so it starts and stops
-    with the endpoint.
+    with the endpoint.  ``children`` are more resources under the root (the dashboard).
     """
-    site = _QuietSite(make_root(registry, is_ready, lag_probe))
+    site = _QuietSite(make_root(registry, is_ready, lag_probe, children))
     site.displayTracebacks = False
     site.noisy = False
     http = MultiService()

@@ -24,7 +24,7 @@ import re
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
@@ -45,14 +45,10 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from zqtwisted.runtime.redact import MASK, SECRET_KEYS, URL_PASSWORD, redact_event, redact_text
+from zqtwisted.runtime.redact import MASK, QUERY_SECRET, SECRET_KEYS, URL_PASSWORD, redact_event, redact_text
 
 MIN_SECRET_LENGTH = 4
 LEARN_LIMIT = 1024
-QUERY_SECRET = re.compile(
-    r"(?P<key>\b(?:access_?token|token|api_?key|apikey|password|passwd|secret|auth)=)(?P<value>[^&\s\"'<>]+)",
-    re.IGNORECASE,
-)
 AUTH_HEADER = re.compile(
     r"(?P<key>(?:(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?:(?i:bearer|basic|token)\s+)?|\bBearer\s+))"
     r"(?P<value>[A-Za-z0-9._~+/=-]{8,})"
@@ -154,13 +150,14 @@ def mask_text(text: str) -> str:
 def register_config_secrets(config: Any, masker: SecretMasker = SECRETS) -> None:
     """Register every secret of a :class:`zqtwisted.config.Config`.
 
-    The broker URL's password, and in every section the values of keys named like a
+    The broker URLs' passwords, and in every section the values of keys named like a
     secret (``password``, ``api_key``, ``token``, ``dsn``, ...) -- for ``*_file``
     keys, the content of the file they name.
     """
-    password = urlsplit(config.broker.url).password
-    if password:
-        masker.register(password, unquote(password))
+    for url in (config.broker.url, *config.broker.urls):
+        password = urlsplit(url).password
+        if password:
+            masker.register(password, unquote(password))
     for section in [config.broker, config.paths, config.workers, *config.sections.values()]:
         if not dataclasses.is_dataclass(section):
             continue
@@ -239,11 +236,18 @@ def json_observer(out: IO[str], masker: SecretMasker = SECRETS) -> ILogObserver:
 
 
 def make_observer(
-    out: IO[str], json_lines: bool = False, level: LogLevel = LogLevel.info, masker: SecretMasker = SECRETS
+    out: IO[str],
+    json_lines: bool = False,
+    level: LogLevel = LogLevel.info,
+    masker: SecretMasker = SECRETS,
+    levels: Mapping[str, LogLevel] | None = None,
 ) -> ILogObserver:
-    """The process's log observer: masked, filtered at ``level``."""
+    """The process's log observer: masked, filtered at ``level`` (``levels``: another level for some namespaces)."""
     inner = json_observer(out, masker) if json_lines else text_observer(out, masker)
-    return FilteringLogObserver(inner, [LogLevelFilterPredicate(defaultLogLevel=level)])
+    predicate = LogLevelFilterPredicate(defaultLogLevel=level)
+    for namespace, namespace_level in (levels or {}).items():
+        predicate.setLogLevelForNamespace(namespace, namespace_level)
+    return FilteringLogObserver(inner, [predicate])
 
 
 @implementer(ILogObserver)
@@ -332,10 +336,11 @@ def setup_logging(
     level: LogLevel = LogLevel.info,
     beginner: LogBeginner = globalLogBeginner,
     secrets: Iterable[str] = (),
+    levels: Mapping[str, LogLevel] | None = None,
 ) -> ILogObserver:
     """Outside twistd (zqctl): begin logging to ``out``, masked, stdlib bridged."""
     register_secret(*secrets)
-    observer = make_observer(out, json_lines, level)
+    observer = make_observer(out, json_lines, level, levels=levels)
     beginner.beginLoggingTo([observer], redirectStandardIO=False)
     bridge_stdlib_logging()
     return observer

@@ -29,6 +29,8 @@ PREFIX = "zqtwisted"
 # Seconds per consume; Zulip's per-event timeout is 30 s, batches can take longer.
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LABEL_LIMIT = 100
+# Consume durations kept per queue for the dashboard's median and p99 (a power of two).
+RECENT_CONSUMES = 1024
 
 # queue -> (events in flight, deliveries held unacked), read at scrape time.
 RunnerState = Callable[[], Mapping[str, tuple[int, int]]]
@@ -60,9 +62,13 @@ class _RunnerStateCollector(Collector):
 
 
 class _HotFigures:
-    """One queue's consume counters and duration histogram, as plain numbers."""
+    """One queue's consume counters and duration histogram, as plain numbers.
 
-    __slots__ = ("buckets", "consumed", "count", "in_flight", "label", "total")
+    ``recent`` is a ring of the last :data:`RECENT_CONSUMES` durations (exact, for
+    quantiles finer than the histogram's buckets).
+    """
+
+    __slots__ = ("buckets", "consumed", "count", "in_flight", "label", "recent", "total")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -71,11 +77,17 @@ class _HotFigures:
         self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
         self.count = 0
         self.total = 0.0
+        self.recent = [0.0] * RECENT_CONSUMES
 
     def observe(self, seconds: float) -> None:
         self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.recent[self.count & (RECENT_CONSUMES - 1)] = seconds
         self.count += 1
         self.total += seconds
+
+    def recent_durations(self) -> list[float]:
+        """The durations of the last consumes (at most :data:`RECENT_CONSUMES`), in no particular order."""
+        return self.recent[: min(self.count, RECENT_CONSUMES)]
 
 
 class _HotCollector(Collector):
@@ -130,6 +142,13 @@ class MetricsObserver(NullObserver):
             registry=r,
         )
         self.broker_connected = Gauge(f"{PREFIX}_broker_connected", "1 while connected to the broker.", registry=r)
+        self.broker_blocked = Gauge(
+            f"{PREFIX}_broker_blocked",
+            "1 while the broker blocks publishing on the connection (a memory or disk alarm).",
+            registry=r,
+        )
+        self._session: Any = None  # read at scrape time: is it blocked?
+        self.broker_blocked.set_function(lambda: 0.0 if getattr(self._session, "blocked", None) is None else 1.0)
         self.broker_connections_total = Counter(
             f"{PREFIX}_broker_connections", "Connections made to the broker.", registry=r
         )
@@ -165,6 +184,11 @@ class MetricsObserver(NullObserver):
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
 
+    def recent_durations(self, queue: str) -> list[float]:
+        """Seconds per consume of ``queue``'s last consumes (at most :data:`RECENT_CONSUMES`), unordered."""
+        figures = self._hot.get(queue)
+        return figures.recent_durations() if figures is not None else []
+
     # -- RunnerObserver ----------------------------------------------------------
 
     def _figures(self, queue: str) -> _HotFigures:
@@ -198,12 +222,14 @@ class MetricsObserver(NullObserver):
 
     def session_started(self, session: Any) -> None:
         self._connections += 1
+        self._session = session
         self.broker_connections_total.inc()
         if self._connections > 1:
             self.broker_reconnects_total.inc()
         self.broker_connected.set(1)
 
     def session_lost(self, session: Any) -> None:
+        self._session = None
         self.broker_connected.set(0)
 
     # -- reactor lag (ReactorLagProbe) --------------------------------------------

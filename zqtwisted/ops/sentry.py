@@ -8,7 +8,9 @@
   ``["worker-timeout", queue]`` so that they group per queue.
 
 Nothing is sent when no DSN is configured: :func:`init_sentry` then returns no
-observer, and the composition root adds none.  The settings (``[sentry]``) live in
+observer, and the composition root adds none; sentry-sdk is not even imported then (it
+is imported by :func:`init_sentry` once a DSN is set: some 4 MB of memory, and 90 modules,
+that a process without Sentry does without).  The settings (``[sentry]``) live in
 :mod:`zqtwisted.ops.settings`; this module holds no global state of its own.  Every string of an outgoing event goes
 through the log masker (:func:`zqtwisted.ops.logs.mask_text`), so registered secrets and
 URL passwords never leave the process.
@@ -18,13 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import sentry_sdk
-from sentry_sdk.integrations.logging import LoggingIntegration
 from twisted.python.failure import Failure
 
 from zqtwisted.ops.logs import mask_text, register_secret
@@ -54,6 +55,9 @@ def init_sentry(
     if not dsn:
         return None
     register_secret(dsn, urlsplit(dsn).username)
+    import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
+
     if release is None:
         from zqtwisted._version import __version__
 
@@ -126,7 +130,8 @@ def capture_failure(
     max_bytes: int = DEFAULT_MAX_EVENT_CONTEXT_BYTES,
 ) -> str | None:
     """Report a consume that ended in failure; the Sentry event id, or None when disabled."""
-    if not sentry_sdk.is_initialized():
+    sentry_sdk = sys.modules.get("sentry_sdk")  # imported by init_sentry, if ever
+    if sentry_sdk is None or not sentry_sdk.is_initialized():
         return None
     with sentry_sdk.new_scope() as scope:
         scope.set_tag("queue_worker", queue)
@@ -135,7 +140,8 @@ def capture_failure(
         scope.set_context("events", events_context(queue, events, max_bytes))
         if timeout:
             scope.fingerprint = ["worker-timeout", queue]
-        return sentry_sdk.capture_exception(exc_info(failure))
+        event_id: str | None = sentry_sdk.capture_exception(exc_info(failure))
+        return event_id
 
 
 class SentryObserver(NullObserver):
@@ -149,6 +155,8 @@ class SentryObserver(NullObserver):
         self._open: dict[str, deque[Any]] = {}
         # Decided once (the service is built after init_sentry()): with tracing off, an
         # unsampled transaction per consume would cost ~30 us and send nothing.
+        import sentry_sdk
+
         client = sentry_sdk.get_client()
         sampled = client.options.get("traces_sample_rate") or client.options.get("traces_sampler")
         self._tracing = client.is_active() and bool(sampled)
@@ -156,6 +164,8 @@ class SentryObserver(NullObserver):
     def consume_started(self, queue: str, events: int) -> None:
         if not self._tracing:
             return
+        import sentry_sdk
+
         transaction = sentry_sdk.start_transaction(
             op="task", name=f"consume {queue}", custom_sampling_context={"queue": queue}
         )

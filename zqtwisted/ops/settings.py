@@ -49,20 +49,64 @@ def looks_like_dsn(dsn: str) -> bool:
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """``[check] limits = { queue = [warning, critical] }``: seconds to clear the backlog."""
+    """``[check]``: limits of ``zqctl check``, and where it reads the queues from.
+
+    ``limits = { queue = [warning, critical] }``: seconds to clear the backlog;
+    ``stuck_seconds``: age of a stats file that makes a backlogged queue "stuck" (Zulip's 180);
+    ``failed_warning`` / ``failed_critical`` / ``failed_limits``: dead letters per ``.failed`` queue
+    (``zqctl check --failed``); ``rabbitmqctl``, or ``management_url`` (+ user, password) for
+    RabbitMQ's management API; ``timeout`` of one read.
+    """
 
     limits: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    stuck_seconds: float = 180.0
+    failed_warning: int = 0
+    failed_critical: int = 100
+    failed_limits: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    rabbitmqctl: str = "rabbitmqctl"
+    management_url: str = ""
+    management_user: str = ""
+    management_password: str = ""
+    management_password_file: str = ""
+    timeout: float = 30.0
 
     def validate(self, path: str) -> None:
         for queue, value in self.limits.items():
-            if (
-                not isinstance(value, (list, tuple))
-                or len(value) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value)
-            ):
-                raise ConfigError(f"{path}.limits.{queue}: expected [warning, critical] in seconds, got {value!r}")
-            if value[0] > value[1]:
-                raise ConfigError(f"{path}.limits.{queue}: warning {value[0]} is above critical {value[1]}")
+            _pair(value, f"{path}.limits.{queue}", "seconds", float)
+        for queue, value in self.failed_limits.items():
+            _pair(value, f"{path}.failed_limits.{queue}", "dead letters", int)
+        _pair([self.failed_warning, self.failed_critical], f"{path}.failed_warning", "dead letters", int)
+        if self.stuck_seconds <= 0:
+            raise ConfigError(f"{path}.stuck_seconds: must be > 0, got {self.stuck_seconds}")
+        if self.timeout <= 0:
+            raise ConfigError(f"{path}.timeout: must be > 0, got {self.timeout}")
+        if not self.rabbitmqctl:
+            raise ConfigError(f"{path}.rabbitmqctl: must name the rabbitmqctl command")
+        if self.management_url:
+            parts = urlsplit(self.management_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"{path}.management_url: expected http(s)://HOST:15672, got {self.management_url!r}")
+        if self.management_password and self.management_password_file:
+            raise ConfigError(f"{path}.management_password_file: give management_password or its file, not both")
 
     def as_limits(self) -> Mapping[str, tuple[float, float]]:
         return {q: (float(v[0]), float(v[1])) for q, v in self.limits.items()}
+
+    def failed_limits_for(self, queue: str) -> tuple[int, int]:
+        """(warning, critical) dead letters of ``queue`` (its ``.failed`` queue): above them, a problem."""
+        value = self.failed_limits.get(queue)
+        return (int(value[0]), int(value[1])) if value is not None else (self.failed_warning, self.failed_critical)
+
+
+def _pair(value: Any, path: str, unit: str, kind: type) -> None:
+    """``[warning, critical]``: two numbers (``kind``), warning <= critical; seconds must be > 0."""
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2
+    numbers = numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if numbers and kind is int:
+        numbers = all(isinstance(v, int) and v >= 0 for v in value)
+    elif numbers:
+        numbers = all(v > 0 for v in value)
+    if not numbers:
+        raise ConfigError(f"{path}: expected [warning, critical] in {unit}, got {value!r}")
+    if value[0] > value[1]:
+        raise ConfigError(f"{path}: warning {value[0]} is above critical {value[1]}")

@@ -103,6 +103,39 @@ class QueueStats:
         return True
 
 
+class BusyTime:
+    """The time a queue spent consuming, split among the consumes that end.
+
+    With ``concurrency`` above 1, consumes overlap: the latency of each says nothing
+    of how fast the queue drains.  Each successful consume gets the busy time since
+    the previous one ended (or since the queue started to work, after an idle spell),
+    so the sum over consumes is the wall-clock time spent with work in flight, never
+    the time spent waiting for a slot or for events.  ``events / sum`` is the drain
+    rate, and Zulip's ``size * recent_average_consume_time`` the time to clear a backlog.
+    A failed consume (0 events) passes its time on to the next successful one.
+    """
+
+    __slots__ = ("in_flight", "mark")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.mark = 0.0
+
+    def started(self, now: float) -> None:
+        if self.in_flight == 0:
+            self.mark = now
+        self.in_flight += 1
+
+    def finished(self, events: int, now: float) -> float:
+        """The seconds to count for a consume of ``events`` successes that ends ``now``."""
+        self.in_flight = max(0, self.in_flight - 1)
+        if events <= 0:
+            return 0.0
+        seconds = max(0.0, now - self.mark)
+        self.mark = now
+        return seconds
+
+
 def render_stats(stats: dict[str, Any]) -> str:
     """The file's text: JSON, 2-space indent, trailing newline (orjson's OPT_INDENT_2)."""
     return json.dumps(stats, indent=2) + "\n"
@@ -138,6 +171,7 @@ class StatsObserver(NullObserver, Service):
         self.stats_dir = stats_dir
         self.min_idle_write_interval = min_idle_write_interval
         self.queues: dict[str, QueueStats] = {}
+        self._busy: dict[str, BusyTime] = {}
         self._write_failed: set[str] = set()
         self._delayed: dict[str, IDelayedCall] = {}
 
@@ -161,11 +195,19 @@ class StatsObserver(NullObserver, Service):
         return stats
 
     def consume_started(self, queue: str, events: int) -> None:
+        busy = self._busy.get(queue)
+        if busy is None:
+            busy = self._busy[queue] = BusyTime()
+        busy.started(self._clock.seconds())
         if self._stats(queue).on_consume_started():
             self._write_soon(queue)
 
     def consumed(self, queue: str, events: int, seconds: float) -> None:
-        if self._stats(queue).on_consumed(events, seconds, self._clock.seconds()):
+        """A consume ended; the time counted is its share of the busy time (:class:`BusyTime`), not ``seconds``."""
+        now = self._clock.seconds()
+        busy = self._busy.get(queue)
+        counted = busy.finished(events, now) if busy is not None else seconds
+        if self._stats(queue).on_consumed(events, counted, now):
             self._write(queue)
 
     def idle(self, queue: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
 from twisted.internet.task import LoopingCall
@@ -38,6 +39,7 @@ class QueueCounters:
     dead_lettered: float = 0.0
     duration_sum: float = 0.0
     duration_count: float = 0.0
+    retried: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,21 @@ class Row:
 
 def parse_metrics(text: str) -> dict[str, QueueCounters]:
     """Per-queue counters from a Prometheus text exposition of :mod:`zqtwisted.ops.metrics`."""
+    return counters_from_families(text_string_to_metric_families(text))
+
+
+def counters_from_families(families: Iterable[Metric]) -> dict[str, QueueCounters]:
+    """Per-queue counters from metric families: parsed from ``/metrics``, or a registry's ``collect()``."""
     wanted = {
         f"{PREFIX}_events_consumed_total": "consumed",
         f"{PREFIX}_events_failed_total": "failed",
         f"{PREFIX}_events_dead_lettered_total": "dead_lettered",
+        f"{PREFIX}_events_retried_total": "retried",
         f"{PREFIX}_consume_duration_seconds_sum": "duration_sum",
         f"{PREFIX}_consume_duration_seconds_count": "duration_count",
     }
     values: dict[str, dict[str, float]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
             name = wanted.get(s.name)
             queue = s.labels.get("queue")

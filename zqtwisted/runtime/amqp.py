@@ -1,69 +1,94 @@
-"""RabbitMQ through pika's ``TwistedProtocolConnection``: the only module that knows pika.
+"""RabbitMQ through pika's ``TwistedProtocolConnection`` (``runtime/amqp*.py`` are the only modules that know pika).
 
 :class:`AMQPBroker` is a service (Twisted's ``ClientService``) that keeps one
-connection up, reconnecting with the retries' jittered exponential backoff
-(:class:`~zqtwisted.runtime.retry.BackoffPolicy`; ClientService logs each delay).  On every new
+connection up, to one node of the broker (``[broker] urls``: the nodes of a cluster),
+failing over to the next node and reconnecting with the retries' jittered exponential
+backoff (:mod:`zqtwisted.runtime.failover`; ClientService logs each delay).  On every new
 connection it runs each listener's ``session_started`` (which declares queues, sets
-QoS and re-attaches consumers) before the connection counts as ready.
+QoS and re-attaches consumers) before the connection counts as ready.  Queues are
+declared with the arguments of their type (:mod:`zqtwisted.runtime.declarations`).
+
+A broker that refuses the connection itself (credentials, vhost access) is named in one
+log line per try, saying what to check (:func:`refusal`); the service keeps trying, with
+backoff, and :attr:`AMQPBroker.problem` says why there is no connection.  Stopping never
+waits on the broker for long: the closing handshake has a deadline (none at all on a
+connection RabbitMQ blocks for a resource alarm, which never answers it), then the
+connection is dropped.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
-from pika.adapters.twisted_connection import ClosableDeferredQueue, TwistedChannel, TwistedProtocolConnection
-from pika.exceptions import AMQPError
+import pika.spec
+from pika.adapters.twisted_connection import TwistedProtocolConnection
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, maybeDeferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.config import BrokerSettings, redact_url
+from zqtwisted.runtime.amqp_session import AMQPSession
 from zqtwisted.runtime.broker import (
-    AckTracker,
+    BrokerRefused,
     BrokerSession,
     BrokerUnavailable,
-    ConsumerChannel,
-    Delivery,
     PublishDeadline,
     PublishFailed,
     SessionListener,
     SessionWaiters,
 )
+from zqtwisted.runtime.declarations import QueueDeclarations, QueueMismatch
+from zqtwisted.runtime.failover import BrokerNode, FailoverEndpoint, NodeRotation, node_order
 from zqtwisted.runtime.reactor import ReactorLike
-from zqtwisted.runtime.reactor import untyped_deferred as _d
 from zqtwisted.runtime.retry import BackoffPolicy
 
-PERSISTENT = 2
+# How long a stop waits for the broker to answer the closing handshake before dropping the connection,
+# then for ClientService to see every connection gone before dropping what is left: 3 s at most in all.
+CLOSE_TIMEOUT = 2.0
+LAST_CONNECTIONS_TIMEOUT = 1.0
+ACCESS_REFUSED, NOT_ALLOWED = 403, 530
 
 
-def connection_parameters(settings: BrokerSettings) -> pika.ConnectionParameters:
-    """pika's parameters for ``settings.url`` (host and port are used by the endpoint)."""
-    params = pika.URLParameters(settings.connection_url())
+def connection_parameters(settings: BrokerSettings, url: str | None = None) -> pika.ConnectionParameters:
+    """pika's parameters for ``url`` (default ``settings.url``; host and port are used by the endpoint)."""
+    params = pika.URLParameters(settings.connection_url(url))
     params.heartbeat = settings.heartbeat
     params.blocked_connection_timeout = None  # a blocked connection stays up: each publish has its own deadline
     params.ssl_options = None  # Twisted does TLS for amqps://
     return params
 
 
-def broker_endpoint(reactor: ReactorLike, settings: BrokerSettings) -> IStreamClientEndpoint:
-    parts = urlsplit(settings.url)
-    host = unquote(parts.hostname or "127.0.0.1")
-    tls = parts.scheme == "amqps"
-    port = parts.port or (5671 if tls else 5672)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=settings.connect_timeout)
-    if tls:
-        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+def broker_endpoint(
+    reactor: ReactorLike, settings: BrokerSettings, node: BrokerNode | None = None
+) -> IStreamClientEndpoint:
+    """The endpoint of ``node`` (default: ``settings.url``'s): TCP, or TLS for amqps://, within connect_timeout.
+
+    A host name is resolved on each connection (``HostnameEndpoint``); an IP address
+    (the default ``127.0.0.1``) needs no resolution, which would take a thread of the
+    reactor's pool (and its memory) for the life of the process.
+    """
+    node = BrokerNode.from_url(settings.url) if node is None else node
+    endpoint: IStreamClientEndpoint
+    timeout = settings.connect_timeout
+    if isIPAddress(node.host):
+        endpoint = TCP4ClientEndpoint(reactor, node.host, node.port, timeout=timeout)
+    elif isIPv6Address(node.host):
+        endpoint = TCP6ClientEndpoint(reactor, node.host, node.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, node.host, node.port, timeout=timeout)
+    if node.tls:
+        endpoint = wrapClientTLS(optionsForClientTLS(node.host), endpoint)
     return endpoint
 
 
@@ -72,265 +97,46 @@ def reconnect_backoff(settings: BrokerSettings) -> BackoffPolicy:
     return BackoffPolicy(settings.reconnect_initial_delay, settings.reconnect_max_delay, floor=0.5)
 
 
-class AMQPConsumerChannel:
-    """One queue's consumer channel; acks go nowhere once it has closed.
-
-    Acks made in one reactor turn go out together at its end, as one multiple-ack
-    where that is exact (:class:`AckTracker`): fewer frames than one ack per event.
-    """
-
-    log = Logger()
-
-    def __init__(
-        self, channel: TwistedChannel, queue: str, on_delivery: Callable[[Delivery], None], clock: IReactorTime
-    ) -> None:
-        self._channel = channel
-        self.queue = queue
-        self._on_delivery = on_delivery
-        self._clock = clock
-        self._tracker = AckTracker()
-        self._to_ack: list[int] = []
-        self._ack_flush: IDelayedCall | None = None
-        self._consumer_tag: str | None = None
-        self._closed = False
-        self._cancelled = False
-        self._waiters: list[Deferred[None]] = []
-
-    @property
-    def is_open(self) -> bool:
-        return not self._closed and bool(self._channel.is_open)
-
-    def start(self, queue_object: ClosableDeferredQueue, consumer_tag: str) -> None:
-        self._consumer_tag = consumer_tag
-        self._next(queue_object)
-
-    def _next(self, queue_object: ClosableDeferredQueue) -> None:
-        queue_object.get().addCallbacks(self._received, self._stopped, callbackArgs=(queue_object,))
-
-    @property
-    def channel(self) -> TwistedChannel:
-        return self._channel
-
-    def delivery(self, queue: str, message: Any) -> Delivery:
-        """Track a received message and wrap it as a Delivery of this channel."""
-        method, properties = message.method, message.properties
-        self._tracker.delivered(method.delivery_tag)
-        return Delivery(
-            queue=queue,
-            body=message.body,
-            tag=method.delivery_tag,
-            channel=self,
-            redelivered=bool(method.redelivered),
-            headers=properties.headers or {},
+def refusal(node: str, params: pika.ConnectionParameters, code: int, text: str) -> BrokerRefused:
+    """The error for a broker that closed the connection while it was being set up (``code``, ``text``: its reason)."""
+    user = getattr(params.credentials, "username", "?")
+    if code == ACCESS_REFUSED:
+        return BrokerRefused(
+            f"RabbitMQ at {node} refused the credentials of user {user} (ACCESS_REFUSED): "
+            "check [broker] url / password_file"
         )
-
-    def _received(self, message: Any, queue_object: ClosableDeferredQueue) -> None:
-        # Take every message already buffered in one go, then wait for more.
-        while True:
-            delivery = self.delivery(self.queue, message)
-            try:
-                self._on_delivery(delivery)
-            except Exception:  # noqa: BLE001 - a bug in a handler must not stop consuming
-                self.log.failure("Unhandled error handling a {queue} delivery", queue=self.queue)
-            if not queue_object.pending:
-                break
-            message = queue_object.pending.pop(0)
-        self._next(queue_object)
-
-    def _stopped(self, failure: Failure) -> None:
-        """The consumer's queue closed: our own cancel, or the channel/broker ended it."""
-        if self._cancelled:
-            return  # deliveries in hand can still be acked on the open channel
-        self.close()
-
-    def _mark_closed(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._to_ack = []
-        if self._ack_flush is not None and self._ack_flush.active():
-            self._ack_flush.cancel()
-        self._ack_flush = None
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def ack(self, tags: Sequence[int]) -> None:
-        if not self.is_open:
-            return
-        self._to_ack.extend(tags)
-        if self._ack_flush is None:
-            self._ack_flush = self._clock.callLater(0, self.flush_acks)
-
-    def flush_acks(self) -> None:
-        """Send the acks made so far (at the end of the reactor turn, or before closing)."""
-        if self._ack_flush is not None and self._ack_flush.active():
-            self._ack_flush.cancel()
-        self._ack_flush = None
-        tags, self._to_ack = self._to_ack, []
-        if not tags or not self.is_open:
-            return
-        try:
-            for tag, multiple in self._tracker.settle(tags):
-                self._channel.basic_ack(delivery_tag=tag, multiple=multiple)
-        except AMQPError as e:
-            self.log.warn("Ack on {queue} failed: {error}", queue=self.queue, error=e)
-
-    def nack(self, tag: int, requeue: bool = True) -> None:
-        self.flush_acks()
-        if not self.is_open or not self._tracker.forget(tag):
-            return
-        try:
-            self._channel.basic_nack(delivery_tag=tag, requeue=requeue)
-        except AMQPError as e:
-            self.log.warn("Nack on {queue} failed: {error}", queue=self.queue, error=e)
-
-    def cancel(self) -> Deferred[None]:
-        if not self.is_open or self._consumer_tag is None:
-            return succeed(None)
-        self._cancelled = True
-        return _d(self._channel.basic_cancel(self._consumer_tag)).addBoth(lambda _: None)
-
-    def when_closed(self) -> Deferred[None]:
-        if self._closed:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        return d
-
-    def close(self) -> None:
-        self.flush_acks()
-        if self._channel.is_open:
-            try:
-                self._channel.close()
-            except AMQPError as e:
-                self.log.debug("Closing the {queue} channel: {error}", queue=self.queue, error=e)
-        self._mark_closed()
-
-
-class AMQPSession:
-    """One open AMQP connection: a confirming publish channel and consumer channels."""
-
-    log = Logger()
-
-    def __init__(
-        self, connection: TwistedProtocolConnection, publish_channel: TwistedChannel, clock: IReactorTime
-    ) -> None:
-        self._connection = connection
-        self._publish_channel = publish_channel
-        self._clock = clock
-        self._declared: set[str] = set()
-        self._channels: list[AMQPConsumerChannel] = []
-        self._getter: AMQPConsumerChannel | None = None
-        self._lost = False
-
-    @classmethod
-    def open(cls, connection: TwistedProtocolConnection, clock: IReactorTime) -> Deferred[AMQPSession]:
-        def confirming(channel: TwistedChannel) -> Deferred[AMQPSession]:
-            return _d(channel.confirm_delivery()).addCallback(lambda _: cls(connection, channel, clock))
-
-        return _d(connection.channel()).addCallback(confirming)
-
-    @property
-    def is_open(self) -> bool:
-        return not self._lost and bool(self._connection.is_open)
-
-    def declare_queue(self, name: str) -> Deferred[None]:
-        if name in self._declared and self._publish_channel.is_open:
-            return succeed(None)
-        return self._declare_on(self._publish_channel, name)
-
-    def _declare_on(self, channel: TwistedChannel, name: str) -> Deferred[None]:
-        def declared(_: object) -> None:
-            self._declared.add(name)
-
-        return _d(channel.queue_declare(queue=name, durable=True)).addCallback(declared)
-
-    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
-        holder: dict[str, AMQPConsumerChannel] = {}
-
-        def opened(channel: TwistedChannel) -> Deferred[Any]:
-            holder["channel"] = consumer = AMQPConsumerChannel(channel, queue, on_delivery, self._clock)
-            self._channels.append(consumer)
-            d = self._declare_on(channel, queue)
-            d.addCallback(lambda _: channel.basic_qos(prefetch_count=prefetch))
-            d.addCallback(lambda _: channel.basic_consume(queue=queue, auto_ack=False))
-            return d
-
-        def consuming(result: tuple[ClosableDeferredQueue, str]) -> ConsumerChannel:
-            queue_object, consumer_tag = result
-            consumer = holder["channel"]
-            consumer.start(queue_object, consumer_tag)
-            return consumer
-
-        return _d(self._connection.channel()).addCallback(opened).addCallback(consuming)
-
-    def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
-        if not self.is_open:
-            return fail(BrokerUnavailable("connection closed"))
-        properties = pika.BasicProperties(
-            delivery_mode=PERSISTENT, content_type="application/json", headers=dict(headers) if headers else None
+    if code == NOT_ALLOWED:
+        return BrokerRefused(
+            f"RabbitMQ at {node} refused user {user} access to vhost {params.virtual_host!r} ({text}): "
+            "check the vhost in [broker] url and the user's permissions"
         )
-
-        def send(_: object) -> Deferred[None]:
-            publish = self._publish_channel.basic_publish
-            return _d(publish(exchange="", routing_key=queue, body=body, properties=properties, mandatory=True))
-
-        d = self.declare_queue(queue).addCallback(send)
-        return d.addCallbacks(lambda _: None, _publish_failed)
-
-    def queue_counts(self, queue: str) -> Deferred[tuple[int, int]]:
-        def counts(frame: Any) -> tuple[int, int]:
-            self._declared.add(queue)
-            return frame.method.message_count, frame.method.consumer_count
-
-        return _d(self._publish_channel.queue_declare(queue=queue, durable=True)).addCallback(counts)
-
-    def purge(self, queue: str) -> Deferred[int]:
-        return _d(self._publish_channel.queue_purge(queue=queue)).addCallback(lambda frame: frame.method.message_count)
-
-    def get(self, queue: str) -> Deferred[Delivery | None]:
-        def opened(channel: TwistedChannel) -> Deferred[Delivery | None]:
-            if self._getter is None or not self._getter.is_open:
-                self._getter = AMQPConsumerChannel(channel, queue, lambda d: None, self._clock)
-            return self._get_on(self._getter, queue)
-
-        if self._getter is not None and self._getter.is_open:
-            return self._get_on(self._getter, queue)
-        return _d(self._connection.channel()).addCallback(opened)
-
-    def _get_on(self, getter: AMQPConsumerChannel, queue: str) -> Deferred[Delivery | None]:
-        def received(message: Any) -> Delivery | None:
-            if message is None:
-                return None
-            return getter.delivery(queue, message)
-
-        return _d(getter.channel.basic_get(queue=queue, auto_ack=False)).addCallback(received)
-
-    def close(self) -> Deferred[None]:
-        if not self._connection.is_open:
-            return succeed(None)
-        for channel in self._channels:
-            channel.flush_acks()  # acks of the last reactor turn go out before the close
-        closed = self._connection.close()
-        return (closed if closed is not None else succeed(None)).addBoth(lambda _: None)
-
-    def lost(self) -> None:
-        self._lost = True
-        for channel in self._channels:
-            channel._mark_closed()
-
-
-def _publish_failed(failure: Failure) -> Failure:
-    if failure.check(AMQPError):
-        return Failure(PublishFailed(f"{type(failure.value).__name__}: {failure.value}"))
-    return failure
+    return BrokerRefused(f"RabbitMQ at {node} closed the connection while setting it up: {code} {text}")
 
 
 class _Protocol(TwistedProtocolConnection):  # type: ignore[misc]  # pika ships no types: its classes are Any
-    """pika's protocol, telling the broker when the connection is gone."""
+    """pika's protocol, telling the broker when the connection is gone, and why the broker refused it."""
 
     on_lost: Callable[[_Protocol], None] | None = None
+    node: BrokerNode | None = None
+    refused: BrokerRefused | None = None
+
+    def __init__(self, parameters: pika.ConnectionParameters, custom_reactor: object = None) -> None:
+        super().__init__(parameters, custom_reactor=custom_reactor)
+        # pika's Twisted adapter reports a refused login as "1" (the number of attempts): keep the broker's reason.
+        self._impl.callbacks.add(0, pika.spec.Connection.Close, self._closed_by_broker, one_shot=False)
+
+    def _closed_by_broker(self, method_frame: Any) -> None:
+        if self.ready is not None:  # still setting up: a refusal
+            method = method_frame.method
+            label = self.node.label if self.node is not None else "?"
+            self.refused = refusal(label, self._impl.params, method.reply_code, str(method.reply_text))
+
+    def _on_connection_failed(self, connection: object, error: Exception | None = None) -> None:
+        d: Deferred[Any] | None = getattr(self, "ready", None)
+        self.ready = None
+        if d is not None:
+            reason = error.value if isinstance(error, Failure) else error
+            d.errback(self.refused or BrokerUnavailable(f"the AMQP handshake failed: {reason!r}"))
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment] # noqa: B008
         super().connectionLost(reason)
@@ -343,13 +149,16 @@ class _ProtocolFactory(Factory):
         self._broker = broker
 
     def buildProtocol(self, addr: object) -> _Protocol:
-        protocol = _Protocol(self._broker.parameters, custom_reactor=self._broker.reactor)
-        protocol.on_lost = self._broker._connection_lost
-        return protocol
+        return self._broker._build_protocol()
 
 
 class AMQPBroker(Service):
-    """Keeps a connection to RabbitMQ up and hands sessions to listeners."""
+    """Keeps a connection to one node of RabbitMQ up, failing over between nodes, and hands sessions to listeners.
+
+    ``endpoint`` (one for every node) or ``endpoint_for`` (one per node) stand in for
+    the network in tests.  With ``give_up_when_refused`` (zqctl), a broker that refuses the
+    connection fails the callers waiting for a session at once, with its reason.
+    """
 
     log = Logger()
 
@@ -359,28 +168,77 @@ class AMQPBroker(Service):
         settings: BrokerSettings,
         rand: Callable[[], float] = random.random,
         endpoint: IStreamClientEndpoint | None = None,
+        declarations: QueueDeclarations | None = None,
+        endpoint_for: Callable[[BrokerNode], IStreamClientEndpoint] | None = None,
+        give_up_when_refused: bool = False,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
-        self.parameters = connection_parameters(settings)
+        self.declarations = QueueDeclarations.classic() if declarations is None else declarations
+        self.nodes = [BrokerNode.from_url(url) for url in settings.node_urls()]
+        self._parameters = {node: connection_parameters(settings, node.url) for node in self.nodes}
+        order = node_order(len(self.nodes), settings.failover_strategy, rand)
+        self.rotation = NodeRotation(self.nodes, order, reconnect_backoff(settings))
         self._listeners: list[SessionListener] = []
         self._session: AMQPSession | None = None
         self._sessions: dict[_Protocol, AMQPSession] = {}
         self._waiting = SessionWaiters(reactor)
         self._rand = rand
-        self._backoff = reconnect_backoff(settings)
         self.reconnects = 0
+        self._failures = 0  # failed tries (and a lost connection) since the last ready session
+        self._protocols: set[_Protocol] = set()  # every connection not yet lost
+        self._give_up_when_refused = give_up_when_refused
+        self.close_timeout = close_timeout
+        self._problem: str | None = None
+        if endpoint is not None:
+            endpoint_for = lambda node: endpoint  # noqa: E731 - one fake endpoint for every node
+        elif endpoint_for is None:
+            endpoint_for = lambda node: broker_endpoint(reactor, settings, node)  # noqa: E731
         self._service = ClientService(
-            endpoint if endpoint is not None else broker_endpoint(reactor, settings),
+            FailoverEndpoint(self.rotation, endpoint_for, on_failure=self._connect_failed),
             _ProtocolFactory(self),
             retryPolicy=self._retry_delay,
             clock=reactor,
             prepareConnection=self._prepare,
         )
 
+    @property
+    def parameters(self) -> pika.ConnectionParameters:
+        """pika's parameters for the node connected to next."""
+        return self._parameters[self.rotation.current]
+
+    def _build_protocol(self) -> _Protocol:
+        protocol = _Protocol(self.parameters, custom_reactor=self.reactor)
+        protocol.on_lost = self._connection_lost
+        protocol.node = self.rotation.current
+        self._protocols.add(protocol)
+        return protocol
+
+    @property
+    def problem(self) -> str | None:
+        """Why there is no connection now (the last failure), or None while connected."""
+        return None if self.current_session() is not None else self._problem
+
+    def _describe(self, node: BrokerNode | None) -> str:
+        """A node for logs: its URL with the password masked, and its place among several."""
+        if node is None:
+            node = self.rotation.current
+        url = redact_url(node.url)
+        if len(self.nodes) == 1:
+            return url
+        return f"{url} (node {self.nodes.index(node) + 1} of {len(self.nodes)})"
+
     def _retry_delay(self, attempt: int) -> float:
-        """ClientService's retry policy (it logs the delay): ``attempt`` counts the failures in a row."""
-        return self._backoff.delay(attempt, self._rand)
+        """ClientService's retry policy (it logs the delay): on to the next node, after the wait for it.
+
+        Called once per failed try or lost connection.  The failures are counted here, not
+        by ClientService (``attempt``): a connection that fails during set-up is handed to
+        ClientService as made and then dropped (see :meth:`_prepare_failed`), which resets
+        its count.
+        """
+        self._failures += 1
+        return self.rotation.next_delay(self._failures, self._rand)
 
     def _prepare(self, protocol: IProtocol) -> Deferred[None]:
         """Wait for the AMQP handshake, open the session, run the listeners.
@@ -397,7 +255,9 @@ class AMQPBroker(Service):
         ready.addTimeout(self.settings.connect_timeout, self.reactor, onTimeoutCancel=too_slow)
 
         def handshaken(real: _Protocol) -> Deferred[None]:
-            return AMQPSession.open(real, self.reactor).addCallback(self._session_opened, real)
+            label = real.node.label if real.node is not None else ""
+            opened = AMQPSession.open(real, self.reactor, self.declarations, label)
+            return opened.addCallback(self._session_opened, real)
 
         d = ready.addCallback(handshaken)
         d.addErrback(self._prepare_failed, protocol)
@@ -409,33 +269,69 @@ class AMQPBroker(Service):
 
         def ready(_: object) -> None:
             self._session = session
-            self.log.info("Connected to {url}", url=redact_url(self.settings.url))
+            self._problem = None
+            self._failures = 0
+            self.rotation.connected()
+            cluster = session.cluster_name
+            self.log.info(
+                "Connected to {node}{cluster}",
+                node=self._describe(protocol.node),
+                cluster=f", cluster {cluster}" if cluster and len(self.nodes) > 1 else "",
+            )
             self._waiting.fire(session)
 
         return gatherResults(started, consumeErrors=True).addCallback(ready)
 
-    def _prepare_failed(self, failure: Failure, protocol: IProtocol) -> Failure:
+    def _prepare_failed(self, failure: Failure, protocol: IProtocol) -> Failure | None:
+        """Log why the connection could not be set up, and drop it: the retry follows its loss.
+
+        ClientService counts a failed ``prepareConnection`` as a failed attempt but leaves
+        the connection open, and has no transition for its loss afterwards (automat's
+        NoTransition).  So the connection is aborted and handed over as made: its loss, a
+        moment later, schedules the next try (:meth:`_retry_delay` counts it as a failure).
+        A stop (CancelledError) stays a failure, as ClientService expects.  A refusal by
+        the broker is one error line saying what to check.
+        """
+        if failure.check(CancelledError):
+            return failure
         error = getattr(failure.value, "subFailure", failure)  # gatherResults' FirstError wraps the cause
-        self.log.warn(
-            "Could not set up the connection to {url}: {error}",
-            url=redact_url(self.settings.url),
-            error=getattr(error, "value", error),
-        )
+        value = getattr(error, "value", error)
+        if isinstance(value, BrokerRefused):
+            self._problem = str(value)
+            if not self._give_up_when_refused:  # else the waiters fail with it, once the connection is gone
+                self.log.error("{error}", error=self._problem)
+        else:
+            node = self._describe(getattr(protocol, "node", None))
+            self._problem = f"could not set up the connection to {node}: {value}"
+            log = self.log.error if isinstance(value, QueueMismatch) else self.log.warn
+            log("Could not set up the connection to {node}: {error}", node=node, error=value)
         transport = getattr(protocol, "transport", None)
-        if transport is not None:
-            transport.abortConnection()
-        return failure
+        if transport is None:
+            return failure
+        transport.abortConnection()
+        return None
+
+    def _connect_failed(self, node: BrokerNode, failure: Failure) -> None:
+        """A TCP (or TLS) connection to ``node`` could not be made: the reason, for :attr:`problem`."""
+        if not failure.check(CancelledError):
+            self._problem = f"cannot connect to RabbitMQ at {node.label}: {failure.getErrorMessage()}"
 
     def _connection_lost(self, protocol: _Protocol) -> None:
+        self._protocols.discard(protocol)
+        if protocol.refused is not None and self._give_up_when_refused:
+            # Once ClientService has heard of the loss too (a stop before would leave it no transition).
+            self.reactor.callLater(0, self._waiting.fail, protocol.refused)
         session = self._sessions.pop(protocol, None)
         if session is None:
             return
         session.lost()
         if session is self._session:
             self._session = None
+            self._problem = f"lost the connection to RabbitMQ at {session.node}; reconnecting"
             self.reconnects += 1
+            self.rotation.lost()
             if self.running:
-                self.log.warn("Lost the connection to {url}", url=redact_url(self.settings.url))
+                self.log.warn("Lost the connection to {node}", node=self._describe(protocol.node))
         for listener in self._listeners:
             listener.session_lost(session)
 
@@ -470,6 +366,7 @@ class AMQPBroker(Service):
 
         def attempt(session: BrokerSession, tries: int) -> Deferred[None]:
             deadline.sending = True
+            deadline.session = session
             d = session.publish(queue, body, headers)
             if tries == 0:
                 d.addErrback(retry_once)
@@ -477,7 +374,7 @@ class AMQPBroker(Service):
 
         def retry_once(failure: Failure) -> Deferred[None]:
             remaining = expires - self.reactor.seconds()
-            if failure.check(PublishFailed, CancelledError) or remaining <= 0:
+            if failure.check(PublishFailed, CancelledError, QueueMismatch) or remaining <= 0:
                 return fail(failure)
             deadline.sending = False
             return self.session(remaining).addCallback(attempt, 1)
@@ -491,9 +388,49 @@ class AMQPBroker(Service):
         self._service.startService()
 
     def stopService(self) -> Deferred[None]:
+        """Close the connection (bounded: :attr:`close_timeout`, then it is dropped) and stop reconnecting."""
         super().stopService()
         session = self._session
         self._session = None
         self._waiting.fail(BrokerUnavailable("the broker service stopped"))
-        closing = session.close() if session is not None else succeed(None)
-        return closing.addBoth(lambda _: self._service.stopService()).addBoth(lambda _: None)
+        closing = self._close(session) if session is not None else succeed(None)
+        return closing.addBoth(lambda _: self._stop_connecting()).addBoth(lambda _: None)
+
+    def _close(self, session: AMQPSession) -> Deferred[None]:
+        """The closing handshake, within :attr:`close_timeout`; none with a broker blocking the connection."""
+        if session.blocked is not None:
+            self.log.warn(
+                "RabbitMQ at {node} blocks this connection ({reason}): dropping it without the closing handshake; "
+                "the broker returns its unacknowledged events to their queues",
+                node=session.node,
+                reason=session.blocked,
+            )
+            session.abort()
+            return succeed(None)
+
+        def too_slow(result: object, timeout: float) -> None:
+            self.log.warn(
+                "RabbitMQ at {node} did not close the connection within {timeout:g}s; dropping it",
+                node=session.node,
+                timeout=timeout,
+            )
+            session.abort()
+
+        return session.close().addTimeout(self.close_timeout, self.reactor, onTimeoutCancel=too_slow)
+
+    def _stop_connecting(self) -> Deferred[None]:
+        """Stop ClientService; a connection it has not closed within :data:`LAST_CONNECTIONS_TIMEOUT` is dropped."""
+        stopped: Deferred[None] = self._service.stopService()
+        timer: IDelayedCall = self.reactor.callLater(LAST_CONNECTIONS_TIMEOUT, self._abort_all)
+
+        def done(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return stopped.addBoth(done)
+
+    def _abort_all(self) -> None:
+        for protocol in list(self._protocols):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.abortConnection()

@@ -20,12 +20,23 @@ class BrokerUnavailable(Exception):
     """No connection to the broker could be had within the deadline."""
 
 
+class BrokerRefused(BrokerUnavailable):
+    """The broker refused the connection itself (credentials, vhost access): retrying helps only once that is fixed.
+
+    Its message says which node refused whom and what to check; it never holds a password.
+    """
+
+
 class PublishFailed(Exception):
     """The broker did not confirm a publish (nacked, returned, or the channel died)."""
 
 
 class PublishTimeout(PublishFailed):
     """The broker did not confirm a publish within its deadline (a memory or disk alarm, a stuck broker)."""
+
+
+# A body larger than its consumer's limit is handed over cut, with its full size in this header.
+ORIGINAL_SIZE = "x-zq-original-size"
 
 
 @dataclass(eq=False, slots=True)
@@ -48,6 +59,13 @@ class Delivery:
 
     def nack(self, requeue: bool = True) -> None:
         self.channel.nack(self.tag, requeue=requeue)
+
+
+def body_size(delivery: Delivery) -> int:
+    """The size of the body as it was published: a body cut on arrival carries it in :data:`ORIGINAL_SIZE`."""
+    size = delivery.headers.get(ORIGINAL_SIZE)
+    length = len(delivery.body)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > length else length
 
 
 class ConsumerChannel(Protocol):
@@ -74,10 +92,24 @@ class BrokerSession(Protocol):
     @property
     def is_open(self) -> bool: ...
 
+    @property
+    def node(self) -> str:
+        """The node this connection is to (``host:port``), for logs and ``/ready``."""
+
+    @property
+    def blocked(self) -> str | None:
+        """Why the broker blocks publishing on this connection now (a memory or disk alarm), or None."""
+
     def declare_queue(self, name: str) -> Deferred[None]: ...
 
-    def consume(self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None]) -> Deferred[ConsumerChannel]:
-        """Declare ``queue``, open a channel with this prefetch and start consuming."""
+    def consume(
+        self, queue: str, prefetch: int, on_delivery: Callable[[Delivery], None], max_body: int | None = None
+    ) -> Deferred[ConsumerChannel]:
+        """Declare ``queue``, open a channel with this prefetch and start consuming.
+
+        A body larger than ``max_body`` is not held whole: it is handed over cut to its
+        first ``max_body + 1`` bytes, with its size in the :data:`ORIGINAL_SIZE` header.
+        """
 
     def publish(self, queue: str, body: bytes, headers: Mapping[str, Any] | None = None) -> Deferred[None]:
         """Publish persistently; fires once the broker has confirmed the message."""
@@ -102,6 +134,10 @@ class Broker(Protocol):
     """A connection to the broker kept up as a service."""
 
     def add_listener(self, listener: SessionListener) -> None: ...
+
+    @property
+    def problem(self) -> str | None:
+        """Why there is no connection now (the last failure: credentials refused, node unreachable...), or None."""
 
     def current_session(self) -> BrokerSession | None: ...
 
@@ -152,12 +188,14 @@ class PublishDeadline:
 
     ``apply`` cancels the publish's Deferred when the time is up: the cancel reaches the
     wait for a session or for the confirm, and the Deferred fails with
-    :class:`BrokerUnavailable` if no session was had yet, :class:`PublishTimeout` otherwise.
+    :class:`BrokerUnavailable` if no session was had yet, :class:`PublishTimeout` otherwise
+    (saying so when the session it was sent on is blocked by the broker).
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.sending = False
+        self.session: BrokerSession | None = None  # the session it was sent on
 
     def apply(self, d: Deferred[None], clock: IReactorTime) -> Deferred[None]:
         return d.addTimeout(self.timeout, clock, onTimeoutCancel=self._expired)
@@ -165,6 +203,12 @@ class PublishDeadline:
     def _expired(self, result: object, timeout: float) -> None:
         if not self.sending:
             _no_session_within(result, timeout)
+        session = self.session
+        blocked = session.blocked if session is not None else None
+        if session is not None and blocked is not None:
+            raise PublishTimeout(
+                f"publish not confirmed within {timeout:g}s: RabbitMQ at {session.node} blocks publishing ({blocked})"
+            )
         raise PublishTimeout(f"publish not confirmed within {timeout:g}s")
 
 
@@ -197,6 +241,10 @@ class AckTracker:
             return []
         highest = wanted[-1]
         below = bisect.bisect_right(self._tags, highest)
+        if below == len(wanted) > 1 and self._tags[:below] == wanted:
+            # The usual turn: these are exactly the oldest tags outstanding (one list comparison).
+            del self._tags[:below]
+            return [(highest, True)]
         present = [t for t in wanted if self._contains(t)]
         if len(present) == below and len(present) > 1:
             del self._tags[:below]

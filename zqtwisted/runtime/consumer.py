@@ -9,7 +9,8 @@ status, the worker class (whose class attributes give the runner's defaults:
 prefetch, concurrency, batches, time limit, retries), the configuration section
 its settings come from, and ``build``: a function of the worker's
 :class:`WorkerContext`, its parsed settings and the root's shared resources that
-returns the worker with its collaborators.
+returns the worker with its collaborators; ``requires`` says what it needs from
+the configuration (the consumers of Zulip mode need ``[zulip] database``).
 
 The runtime never imports a consumer: the root holds the list of shipped specs
 (:mod:`zqtwisted.catalog`), plus those of users' ``@assign_queue`` workers
@@ -27,6 +28,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from zqtwisted.config import Config
 
 S = TypeVar("S")
 Event = dict[str, Any]
@@ -143,7 +146,15 @@ class ConsumerSpec(Generic[S]):
     is_test_queue: bool = False
     # Whether the queue is served at all (Zulip's ``enabled`` flag of assign_queue).
     enabled: bool = True
+    # What the consumer needs from the configuration: given the parsed Config, why it
+    # cannot run under it ("" or None: it can).  --all leaves such a queue out;
+    # --queue NAME stops start-up with that reason.
+    requires: Callable[[Config], str | None] | None = None
 
     @property
     def batched(self) -> bool:
         return self.worker.batched
+
+    def unavailable(self, config: Config) -> str | None:
+        """Why this consumer cannot run under ``config``, or None."""
+        return (self.requires(config) or None) if self.requires is not None else None

@@ -8,14 +8,16 @@ From a consume's result, an event's ``failed_tries`` and the queue's policies,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from twisted.python.failure import Failure
 
+from zqtwisted.errors import DependencyUnavailable, MalformedEventError
 from zqtwisted.runtime.consumer import BatchFailures
-from zqtwisted.runtime.retry import Outcome, RetryPolicy
+from zqtwisted.runtime.retry import Outcome, RetryPolicy, failed_tries_count
 
 
 class Action(Enum):
@@ -56,6 +58,10 @@ def decide(failure: Failure, failed_tries: object, policy: RetryPolicy, rand: Ca
     outcome = policy.classify(failure)
     if outcome is Outcome.INTERRUPT:
         return Verdict(Action.ACK, outcome)
+    if outcome is Outcome.RETRY and failure.check(DependencyUnavailable):
+        # Not a try: the event waits for the dependency however long it is down.
+        delay = policy.backoff.delay(policy.max_retries + 1, rand)
+        return Verdict(Action.RETRY, outcome, attempt=attempts_of(failed_tries) - 1, delay=delay)
     if outcome is Outcome.RETRY:
         scheduled = policy.schedule(failed_tries, rand)
         if scheduled is not None:
@@ -78,6 +84,20 @@ def failures_of(result: object, n: int) -> list[tuple[int, Failure]] | None:
 
 
 def attempts_of(failed_tries: object) -> int:
-    """How many times an event has been tried, counting this one: ``failed_tries + 1``."""
-    tries = failed_tries if isinstance(failed_tries, int) and not isinstance(failed_tries, bool) else 0
-    return tries + 1
+    """How many times an event has been tried, counting this one: ``failed_tries + 1`` (bounded)."""
+    return failed_tries_count(failed_tries) + 1
+
+
+def check_failed_tries(event: Mapping[str, Any]) -> None:
+    """Raise :class:`MalformedEventError` unless ``failed_tries`` is absent or a non-negative integer.
+
+    Zulip's ``retry_event`` writes it as a count from 0; anything else (a negative
+    number buying a million retries, a string, a float) is not an event this service
+    wrote.  Large values are valid: they count as retries exhausted.
+    """
+    if "failed_tries" not in event:
+        return
+    value = event["failed_tries"]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        shown = repr(value) if isinstance(value, (int, float, bool)) or value is None else type(value).__name__
+        raise MalformedEventError(f"field 'failed_tries': expected a non-negative integer, got {shown[:40]}")

@@ -71,9 +71,20 @@ def next_attempt(failed_tries: object, max_retries: int) -> int | None:
     ``failed_tries`` counts failures so far (missing means 0); the event is
     re-published while the incremented count stays <= ``max_retries``.
     """
-    count = failed_tries if isinstance(failed_tries, int) and not isinstance(failed_tries, bool) else 0
-    count += 1
+    count = failed_tries_count(failed_tries) + 1
     return count if count <= max_retries else None
+
+
+# The largest ``failed_tries`` counted: an event's own field is untrusted input (anyone can
+# publish 2**63 or -1000000); clamped, it can neither buy retries nor overflow a header.
+MAX_FAILED_TRIES = 2**31 - 2
+
+
+def failed_tries_count(failed_tries: object) -> int:
+    """``failed_tries`` as a count in ``0..MAX_FAILED_TRIES``: missing or not an integer is 0."""
+    if not isinstance(failed_tries, int) or isinstance(failed_tries, bool):
+        return 0
+    return min(max(failed_tries, 0), MAX_FAILED_TRIES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from zqtwisted.errors import MalformedEventError
-from zqtwisted.runtime.broker import Broker, BrokerSession, ConsumerChannel, Delivery
-from zqtwisted.runtime.consumer import LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
+from zqtwisted.errors import BodyTooLarge, MalformedEventError
+from zqtwisted.runtime.broker import Broker, BrokerSession, ConsumerChannel, Delivery, body_size
+from zqtwisted.runtime.consumer import Event, LoopQueueProcessingWorker, QueueProcessingWorker, QueueWorker
 from zqtwisted.runtime.deadletter import DeadLetterer
-from zqtwisted.runtime.decisions import MALFORMED, failures_of
+from zqtwisted.runtime.decisions import MALFORMED, check_failed_tries, failures_of
 from zqtwisted.runtime.observer import NullObserver, RunnerObserver
 from zqtwisted.runtime.retry import RetryPolicy
 from zqtwisted.runtime.runner_settings import RunnerSettings
@@ -93,6 +93,10 @@ class QueueRunner:
         self._observer: RunnerObserver = observer or NullObserver()
         self._limit = TimeLimit(settings.timeout)
         self._consume = _consumer_of(worker)
+        # Single-event workers take the hot path (_start_one): straight to consume().
+        self._consume_one: Callable[[Event], object] | None = (
+            None if worker.batched else cast(QueueProcessingWorker, worker).consume
+        )
         self._batch = _Batch(clock, settings.batch_size, settings.sleep_delay, self._pump) if worker.batched else None
         policy = RetryPolicy(settings.max_retries, settings.backoff, settings.retry_unexpected)
         self._settler = Settler(
@@ -136,7 +140,10 @@ class QueueRunner:
             self._observer.attached(self.queue, True)
             self.log.info("Consuming {queue} (prefetch {prefetch})", queue=self.queue, prefetch=self.settings.prefetch)
 
-        return session.consume(self.queue, self.settings.prefetch, self._on_delivery).addCallback(consuming)
+        consuming_on = session.consume(
+            self.queue, self.settings.prefetch, self._on_delivery, self.settings.max_body_bytes
+        )
+        return consuming_on.addCallback(consuming)
 
     def _channel_closed(self, channel: ConsumerChannel, session: BrokerSession) -> None:
         """The broker forgot every delivery of ``channel``: it will redeliver them."""
@@ -177,24 +184,54 @@ class QueueRunner:
         try:
             event = self._decode(delivery.body)
         except Exception as e:  # noqa: BLE001 - MalformedEventError, or a bug in validate(): never lose it
-            self.log.warn(
-                "Malformed event on {queue} ({size} bytes): {error}", queue=self.queue, size=len(delivery.body), error=e
-            )
-            self._observer.failed(self.queue, 1, MALFORMED.outcome.value)
-            self._settler.give_up([(Item(delivery, None), Failure())], MALFORMED)
+            self._malformed(delivery, e)
             return
-        self._pending.append(Item(delivery, event))
+        item = Item(delivery, event)
+        if self._consume_one is not None and not self._pending and not self._pumping:
+            if len(self._in_flight) < self.settings.concurrency:
+                # The hot path: a free slot and nothing waiting, so no trip through _pending.
+                # As in _pump, deliveries made during the consume (a broker that delivers
+                # at once) wait in _pending and start after it.
+                self._pumping = True
+                try:
+                    self._start_one(item)
+                    self._pump_once()
+                finally:
+                    self._pumping = False
+                return
+        self._pending.append(item)
         self._pump()
+
+    def _malformed(self, delivery: Delivery, error: Exception) -> None:
+        """Dead-letter a delivery whose body is no event of this queue (a body too large: as an excerpt).
+
+        The error goes on without its traceback and context: their frames hold the body
+        (a JSONDecodeError, the whole text) for as long as anything holds the error.
+        """
+        size = body_size(delivery)  # a body cut on arrival (too large) says its full size
+        if isinstance(error, BodyTooLarge):
+            error = BodyTooLarge(size, error.limit)
+        error.__traceback__ = error.__context__ = error.__cause__ = None
+        self.log.warn(
+            "Malformed event on {queue} ({size} bytes): {error}", queue=self.queue, size=size, error=str(error)
+        )
+        # A consume like any other for the stats (Zulip counts it too): a queue that
+        # dead-letters everything still shows it is alive.
+        self._observer.consume_started(self.queue, 1)
+        self._observer.consumed(self.queue, 0, 0.0)
+        self._observer.failed(self.queue, 1, MALFORMED.outcome.value)
+        self._settler.give_up([(Item(delivery, None), Failure(error))], MALFORMED)
 
     def _decode(self, body: bytes) -> dict[str, Any]:
         if len(body) > self.settings.max_body_bytes:
-            raise MalformedEventError(f"body of {len(body)} bytes exceeds the limit of {self.settings.max_body_bytes}")
+            raise BodyTooLarge(len(body), self.settings.max_body_bytes)
         try:
             event = json.loads(body)
         except (UnicodeDecodeError, ValueError) as e:
             raise MalformedEventError(f"body is not UTF-8 JSON: {e}") from None
         if not isinstance(event, dict):
             raise MalformedEventError(f"event is a JSON {type(event).__name__}, not an object")
+        check_failed_tries(event)
         validated = self.worker.validate(event)
         if not isinstance(validated, dict):
             raise MalformedEventError("validate() did not return an event")
@@ -215,7 +252,7 @@ class QueueRunner:
         batch = self._batch
         if batch is None:
             while self._pending and len(self._in_flight) < limit:
-                self._start([self._pending.popleft()])
+                self._start_one(self._pending.popleft())
             return
         while self._pending and len(self._in_flight) < limit and (len(self._pending) >= batch.size or batch.due):
             batch.due = False
@@ -238,6 +275,33 @@ class QueueRunner:
         except Exception:  # noqa: BLE001 - the consumer's failure, handled like any other
             self._complete(Failure(), items, started)
             return
+        self._follow(result, items, started)
+
+    def _start_one(self, item: Item) -> None:
+        """:meth:`_start` for one event of a single-event worker, with the shortest way for a plain success.
+
+        A consume that returned None (no Deferred, no coroutine: the most common
+        consume of all) succeeded at once: ack, count, go on, with no Deferred and no
+        timer.  Anything else takes the general way (:meth:`_follow`).
+        """
+        consume, observer, clock = self._consume_one, self._observer, self._clock
+        assert consume is not None  # a single-event worker's
+        observer.consume_started(self.queue, 1)
+        started = clock.seconds()
+        try:
+            result = consume(item.event)  # type: ignore[arg-type] # a pending item always has its event
+        except Exception:  # noqa: BLE001 - the consumer's failure, handled like any other
+            self._complete(Failure(), [item], started)
+            return
+        if result is not None:
+            self._follow(result, [item], started)
+            return
+        ack((item,))
+        observer.consumed(self.queue, 1, clock.seconds() - started)
+        self._settled()
+
+    def _follow(self, result: object, items: list[Item], started: float) -> None:
+        """Wait for what a consume returned (a Deferred, a coroutine), within its time limit; or complete it now."""
         if iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if not isinstance(result, Deferred):
@@ -275,7 +339,7 @@ class QueueRunner:
 
     def _settled(self) -> None:
         """Deliveries were let go: start more work, notice idleness, finish a drain."""
-        if not self._stopping:
+        if not self._stopping and (self._pending or self._batch is not None):
             self._pump()
         if not self._pending and not self._in_flight and self._idle_check is None:
             # Deliveries read from the socket in one go arrive one after another in

@@ -2,8 +2,10 @@
 
 Start: start each worker, then the broker connection; on every new connection
 each runner declares its queue and re-attaches.  Stop: drain the runners (bounded
-by the drain timeout), stop the workers, close the shared resources (HTTP pools,
-...), then close the connection.
+by the drain timeout), stop the workers and close the shared resources (HTTP pools,
+...; bounded by :data:`STOP_GRACE`), then close the connection (bounded by the
+broker's close timeout): a stop ends within the drain timeout plus a few seconds,
+whatever the broker or a worker does.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from zqtwisted.errors import StartupError
 from zqtwisted.runtime.broker import Broker, BrokerSession
 from zqtwisted.runtime.runner import QueueRunner
+
+# How long the workers' stop and the resources' close may take together, after the drain.
+STOP_GRACE = 5.0
 
 
 class BrokerService(Broker, Protocol):
@@ -46,8 +53,11 @@ class WorkerService(MultiService):
         drain_timeout: float,
         on_fatal: Callable[[], None],
         resources: Closeable | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
+        """``clock`` bounds the workers' stop and the resources' close (:data:`STOP_GRACE`); unbounded without."""
         super().__init__()
+        self.clock = clock
         self.broker = broker
         self.runners = list(runners)
         self.drain_timeout = drain_timeout
@@ -78,7 +88,10 @@ class WorkerService(MultiService):
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, FirstError):
             failure = failure.value.subFailure  # the worker's own error, not gatherResults' wrapper
-        self.log.failure("A worker failed to start; stopping", failure)
+        if failure.check(StartupError):
+            self.log.error("A worker cannot start: {error}; stopping", error=failure.getErrorMessage())
+        else:
+            self.log.failure("A worker failed to start; stopping", failure)
         self._on_fatal()
 
     def session_started(self, session: BrokerSession) -> Deferred[None]:
@@ -117,5 +130,31 @@ class WorkerService(MultiService):
                 consumeErrors=True,
             )
 
-        done: Deferred[Any] = drained.addCallback(stop_workers).addCallback(close_resources).addCallback(stop_children)
+        def bounded(_: object) -> Deferred[Any]:
+            released: Deferred[Any] = maybeDeferred(stop_workers, None).addCallback(close_resources)
+            if self.clock is None:
+                return released
+            return self._within_grace(released, self.clock)
+
+        done: Deferred[Any] = drained.addCallback(bounded).addCallback(stop_children)
         return done.addCallback(lambda _: None)
+
+    def _within_grace(self, released: Deferred[Any], clock: IReactorTime) -> Deferred[None]:
+        """Fires when ``released`` does, or after :data:`STOP_GRACE` (a warning), whichever comes first."""
+        done: Deferred[None] = Deferred()
+
+        def too_slow() -> None:
+            self.log.warn(
+                "The workers did not stop (or the resources close) within {timeout:g}s; stopping anyway",
+                timeout=STOP_GRACE,
+            )
+            done.callback(None)
+
+        def finished(result: object) -> None:
+            if timer.active():
+                timer.cancel()
+                done.callback(None)
+
+        timer = clock.callLater(STOP_GRACE, too_slow)
+        released.addBoth(finished)
+        return done

@@ -10,22 +10,33 @@ unacked: a retry is tried again, a dead letter's delivery is requeued.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import FirstError, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zqtwisted.runtime.broker import Broker, ConsumerChannel, Delivery
 from zqtwisted.runtime.consumer import QueueWorker
-from zqtwisted.runtime.deadletter import H_FIRST, DeadLetterer, describe_failure, iso_time, letter_for
+from zqtwisted.runtime.deadletter import (
+    H_FIRST,
+    DeadLetterer,
+    describe_failure,
+    header_text,
+    iso_time,
+    letter_for,
+)
 from zqtwisted.runtime.decisions import Action, Verdict, decide
 from zqtwisted.runtime.observer import RunnerObserver
 from zqtwisted.runtime.redact import redact_event
 from zqtwisted.runtime.retry import Outcome, RetryPolicy
+
+# What a publish that cannot be encoded fails with (pika raises these before sending anything).
+UNENCODABLE: tuple[type[BaseException], ...] = (struct.error, OverflowError, TypeError, ValueError, UnicodeError)
 
 
 @dataclass(eq=False, slots=True)
@@ -140,7 +151,7 @@ class Settler:
             return  # the broker redelivers the original
         assert item.event is not None
         event = dict(item.event, failed_tries=attempt)
-        first = item.delivery.headers.get(H_FIRST) or iso_time(self._clock.seconds())
+        first = header_text(item.delivery.headers.get(H_FIRST)) or iso_time(self._clock.seconds())
         self._publishing.add(item)
         d = self._broker.publish(self.queue, json.dumps(event).encode(), {H_FIRST: first}, self._publish_timeout)
 
@@ -186,6 +197,19 @@ class Settler:
             self._settled()
 
         def not_done(failure: Failure) -> None:
+            if isinstance(failure.value, FirstError):
+                failure = failure.value.subFailure  # gatherResults' wrapper: the publish's own error
+            if failure.check(*UNENCODABLE):
+                # Publishing again would fail the same way, forever: the error file has them.
+                self.log.error(
+                    "Could not encode the dead letters of {n} {queue} events ({error}); "
+                    "they are recorded in the error file only",
+                    n=len(items),
+                    queue=self.queue,
+                    error=describe_failure(failure),
+                )
+                done(None)
+                return
             self._publishing.difference_update(items)
             self.log.error(
                 "Could not dead-letter {n} {queue} events ({error}); returning them to the queue",

@@ -1,9 +1,10 @@
 """The HTTP client of outgoing webhooks: deadlines, size caps, per-host slots.
 
-A :class:`WebhookClient` is a treq ``HTTPClient`` over an injected Agent (in
-production: the SSRF-guarded endpoint factory over a persistent
-``HTTPConnectionPool`` shared through :class:`zqtwisted.resources.Resources`,
-which owns and closes it).  Every POST:
+A :class:`WebhookClient` drives an injected Agent (in production: the
+SSRF-guarded endpoint factory over a persistent ``HTTPConnectionPool`` shared
+through :class:`zqtwisted.resources.Resources`, which owns and closes it).  It
+calls the Agent itself rather than through treq, whose URL preparation fails on
+IPv6 literals (:mod:`zqtwisted.webhooks.urls`).  Every POST:
 
 * waits for one of its host's ``per_host_concurrency`` slots (so one slow bot
   server cannot hold every request the process has in flight);
@@ -11,20 +12,19 @@ which owns and closes it).  Every POST:
   line *and reading the body*.  At the deadline the request is cancelled, which
   aborts the connection;
 * reads at most ``max_response_bytes`` of body, aborting beyond that;
-* follows no redirects unless asked to.
+* follows no redirects unless asked to; when asked, follows RFC 9110's rules
+  (:func:`zqtwisted.webhooks.urls.follow`) for at most ``max_redirects`` hops,
+  each new connection through the same guard, all within the one deadline;
+* keeps no cookies and asks for no compression.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
-from typing import Any
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
-from treq.client import HTTPClient
-from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, TimeoutError, succeed
 from twisted.internet.error import (
     ConnectError,
@@ -51,9 +51,19 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from zqtwisted._version import __version__
+from zqtwisted.errors import PermanentError
 from zqtwisted.runtime.reactor import IConnectingReactor
 from zqtwisted.webhooks.guard import DisallowedNetworkError, GuardedEndpointFactory, NetworkGuard
 from zqtwisted.webhooks.settings import MIB, OutgoingWebhookSettings
+from zqtwisted.webhooks.urls import (
+    CREDENTIAL_HEADERS,
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    InvalidURL,
+    RedirectRefused,
+    follow,
+    request_target,
+)
 
 USER_AGENT = "ZulipOutgoingWebhook/{version}"
 
@@ -108,7 +118,7 @@ class ResponseTooLarge(WebhookError):
 
 
 class WebhookRequestError(WebhookError):
-    """Any other failure of the request (bad URL, redirect loop ...)."""
+    """Any other failure of the request (a bad URL or redirect is a WebhookURLError instead)."""
 
 
 @dataclass(frozen=True)
@@ -144,15 +154,15 @@ class WebhookClient:
         max_response_bytes: int = MIB,
         per_host_concurrency: int = 25,
         follow_redirects: bool = False,
+        max_redirects: int = MAX_REDIRECTS,
         user_agent: str = user_agent(),
     ) -> None:
         self._clock = clock
-        self._http = HTTPClient(
-            _IdentityEncodingAgent(agent), cookiejar=_no_cookies(), data_to_body_producer=BytesProducer
-        )
+        self._agent = _IdentityEncodingAgent(agent)
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
         self.user_agent = user_agent
         self._slots = HostSlots(per_host_concurrency)
 
@@ -161,8 +171,11 @@ class WebhookClient:
     ) -> Deferred[WebhookResponse]:
         """POST ``body``; fires with the response, or fails with a WebhookError.
 
-        Also fails with DisallowedNetworkError when the guard refuses the host,
-        and with CancelledError when cancelled (which aborts the connection).
+        Fails with a PermanentError when no try can ever succeed: DisallowedNetworkError
+        when the guard refuses the host (or a redirect's), a WebhookURLError for a URL
+        that cannot be requested (InvalidURL) or a redirect that is not followed
+        (RedirectRefused, TooManyRedirects).  Fails with CancelledError when cancelled
+        (which aborts the connection).
         """
         return Deferred.fromCoroutine(self._post(url, body, content_type, headers or {}))
 
@@ -171,6 +184,7 @@ class WebhookClient:
         return self._slots.busy(host_key(url))
 
     async def _post(self, url: str, body: bytes, content_type: str, extra: Mapping[str, str]) -> WebhookResponse:
+        target = request_target(url)  # InvalidURL before taking a slot: this URL never works
         key = host_key(url)
         waiting = self._slots.acquire(key)
         waiting.addTimeout(self.timeout, self._clock)
@@ -184,12 +198,12 @@ class WebhookClient:
             raise
         try:
             headers = {"User-Agent": self.user_agent, "Content-Type": content_type, **extra}
-            d = self._request(url, body, headers)
+            d = Deferred.fromCoroutine(self._exchange(url, target, body, headers))
             d.addTimeout(self.timeout, self._clock)
             return await d
         except TimeoutError:
             raise WebhookTimeout(url, self.timeout) from None
-        except (CancelledError, WebhookError, DisallowedNetworkError):
+        except (CancelledError, WebhookError, PermanentError):  # PermanentError: the guard's, the URL's
             raise
         except CONNECTION_ERRORS as e:
             raise WebhookConnectionError(f"{type(e).__name__}: {_reason(e)}") from e
@@ -198,25 +212,46 @@ class WebhookClient:
         finally:
             self._slots.release(key)
 
-    def _request(self, url: str, body: bytes, headers: Mapping[str, str]) -> Deferred[WebhookResponse]:
-        try:
-            d: Deferred[Any] = self._http.request(
-                "POST",
-                url,
-                data=body,
-                headers=Headers({k: [v] for k, v in headers.items()}),
-                allow_redirects=self.follow_redirects,
-                unbuffered=True,
-            )
-        except Exception as e:
-            raise WebhookRequestError(f"{type(e).__name__}: {e}") from e
+    async def _exchange(self, url: str, target: bytes, body: bytes, headers: Mapping[str, str]) -> WebhookResponse:
+        """The request, and the redirects it leads to when they are followed."""
+        method, hops, via = "POST", 0, ""
+        payload: bytes | None = body
+        while True:
+            try:
+                response = await self._send(method, target, headers, payload)
+            except DisallowedNetworkError as e:
+                if not via:
+                    raise
+                raise DisallowedNetworkError(e.host, e.addresses, via=via) from None
+            location = response.headers.getRawHeaders(b"location")
+            if not (self.follow_redirects and response.code in REDIRECT_STATUSES and location):
+                return await self._read(response)
+            await read_body(response, self.max_response_bytes)  # drained: the connection can be reused
+            hop = follow(url, method, response.code, location[0], hops, self.max_redirects)
+            try:
+                target = request_target(hop.url)
+            except InvalidURL as e:
+                raise RedirectRefused(f"{hop.describe()}: {e}") from None
+            url, method, hops, via = hop.url, hop.method, hop.number, hop.describe()
+            if not hop.keep_body:
+                payload = None
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            if hop.cross_origin:
+                headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
 
-        def got_response(response: IResponse) -> Deferred[WebhookResponse]:
-            content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1") or None
-            reading = read_body(response, self.max_response_bytes)
-            return reading.addCallback(lambda data: WebhookResponse(response.code, data, content_type))
+    def _send(self, method: str, target: bytes, headers: Mapping[str, str], body: bytes | None) -> Deferred[IResponse]:
+        d = self._agent.request(
+            method.encode("ascii"),
+            target,
+            Headers({k: [v] for k, v in headers.items()}),
+            BytesProducer(body) if body is not None else None,
+        )
+        return d.addErrback(_as_cancellation)
 
-        return d.addCallback(got_response).addErrback(_as_cancellation)
+    async def _read(self, response: IResponse) -> WebhookResponse:
+        content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1") or None
+        data = await read_body(response, self.max_response_bytes)
+        return WebhookResponse(response.code, data, content_type)
 
 
 def webhook_pool_options(settings: OutgoingWebhookSettings) -> PoolOptions:
@@ -377,11 +412,12 @@ class BytesProducer:
 
 @implementer(IAgent)
 class _IdentityEncodingAgent:
-    """Asks for uncompressed bodies, and never lets treq inflate one.
+    """Asks for uncompressed bodies, and hides the encoding of one sent anyway.
 
-    treq decodes gzip bodies whatever the server was told; a small gzip bomb
-    would then expand in memory before the size cap could see it.  A body sent
-    compressed anyway is handed on as it came (and fails as invalid JSON).
+    Nothing here inflates a body (treq's client would decode gzip whatever the
+    server was told, so a small gzip bomb would expand in memory before the size
+    cap saw it).  A body sent compressed anyway is handed on as it came (and
+    fails as invalid JSON); its encoding moves to ``x-original-content-encoding``.
     """
 
     def __init__(self, agent: IAgent) -> None:
@@ -414,11 +450,6 @@ def _as_cancellation(failure: Failure) -> Failure:
     if any(isinstance(r, Failure) and r.check(CancelledError) for r in reasons):
         return Failure(CancelledError())
     return failure
-
-
-def _no_cookies() -> IndexableCookieJar:
-    """Bots share a process: a cookie set by one bot server is never sent anywhere."""
-    return IndexableCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _reason(error: BaseException) -> str:

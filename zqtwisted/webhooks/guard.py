@@ -39,22 +39,44 @@ from zqtwisted.errors import PermanentError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# IPv6 addresses that carry an IPv4 address, judged by that address (RFC 6052 NAT64, RFC 3056 6to4).
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Other IPv6 destinations must be global unicast (2000::/3), outside these ranges.  Written out
+# rather than left to ``ipaddress`` alone, whose idea of "global" changes between Python releases.
+GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+NOT_PUBLIC_V6: tuple[ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.IPv6Network(cidr)
+    for cidr in (
+        "2001::/32",  # Teredo: the IPv4 peer it leads to is hidden
+        "2001:2::/48",  # benchmarking
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+    )
+)
 DISALLOWED = "private or disallowed network"
 
 
 class DisallowedNetworkError(PermanentError):
-    """The URL's host resolves only to addresses the guard refuses."""
+    """The URL's host resolves only to addresses the guard refuses (``via``: the redirect that led there)."""
 
-    def __init__(self, host: str, addresses: Sequence[str]) -> None:
+    def __init__(self, host: str, addresses: Sequence[str], via: str = "") -> None:
         self.host = host
         self.addresses = tuple(addresses)
+        self.via = via
         shown = ", ".join(self.addresses) or "nothing"
-        super().__init__(f"{DISALLOWED}: {host} resolves to {shown}")
+        after = f", after {via}" if via else ""
+        super().__init__(f"{DISALLOWED}: {host} resolves to {shown}{after}")
 
 
 class NetworkGuard:
-    """Decides which IP addresses a webhook may connect to (pure)."""
+    """Decides which IP addresses a webhook may connect to (pure).
+
+    Allowed: addresses in ``allow_networks`` (an IPv4-mapped IPv6 address counts as its
+    IPv4 address), and public unicast addresses.  Refused: loopback, private, shared,
+    link-local, multicast, reserved, unspecified, documentation; in IPv6 also ULA
+    (fc00::/7), site-local, IPv4-compatible, Teredo, the local-use NAT64 prefix, and any
+    NAT64 or 6to4 address whose embedded IPv4 address is not public.
+    """
 
     def __init__(self, allow_networks: Iterable[str] = ()) -> None:
         self.allow_networks: tuple[IPNetwork, ...] = tuple(
@@ -71,23 +93,18 @@ class NetworkGuard:
             address = address.ipv4_mapped
         if any(address in network for network in self.allow_networks):
             return True
-        return all(_is_public(a) for a in _embedded(address))
+        return is_public(address)
 
 
-def _embedded(address: IPAddress) -> list[IPAddress]:
-    """The address and any IPv4 address it carries (6to4, Teredo, NAT64)."""
-    found: list[IPAddress] = [address]
+def is_public(address: IPAddress) -> bool:
+    """Whether ``address`` is a public unicast address (for NAT64 and 6to4: the IPv4 address they carry)."""
     if isinstance(address, ipaddress.IPv6Address):
-        if address.sixtofour is not None:
-            found.append(address.sixtofour)
-        if address.teredo is not None:
-            found.extend(address.teredo)
         if address in NAT64:
-            found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found
-
-
-def _is_public(address: IPAddress) -> bool:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address.sixtofour is not None:  # 2002::/16
+            return is_public(address.sixtofour)
+        if address not in GLOBAL_UNICAST or any(address in network for network in NOT_PUBLIC_V6):
+            return False
     return address.is_global and not (
         address.is_multicast
         or address.is_private

@@ -30,6 +30,8 @@ SLACK_DIRECT_MESSAGE_REFUSAL = "Slack outgoing webhooks don't support direct mes
 JSON_CONTENT_TYPE = "application/json"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 COMPLETED_KEY = "completed_services"
+# Zulip mode: the message as Zulip's finalize_payload leaves it, for the generic body.
+FINALIZED_KEY = "finalized_message"
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def generic_payload(event: Mapping[str, Any], service: Service) -> dict[str, Any
     """The JSON body of the generic interface (Zulip's field names and order)."""
     return {
         "data": command_of(event),
-        "message": event["message"],
+        "message": event.get(FINALIZED_KEY, event["message"]),
         "bot_email": event["bot_email"],
         "bot_full_name": event["bot_full_name"],
         "token": service.token,

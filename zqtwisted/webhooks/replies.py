@@ -51,6 +51,8 @@ class Recipient:
     stream_id: int | None = None
     topic: str | None = None
     emails: tuple[str, ...] = ()
+    # The members' user ids, when known (Zulip mode addresses direct messages by id).
+    user_ids: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         if self.type == "stream":
@@ -98,7 +100,8 @@ def conversation_of(message: Mapping[str, Any]) -> Recipient:
             "stream", stream=message["display_recipient"], stream_id=message.get("stream_id"), topic=topic_of(message)
         )
     emails = tuple(r["email"] for r in message["display_recipient"]) or (message["sender_email"],)
-    return Recipient("private", emails=emails)
+    ids = tuple(r["id"] for r in message["display_recipient"] if isinstance(r.get("id"), int))
+    return Recipient("private", emails=emails, user_ids=ids)
 
 
 def bot_reply(
@@ -140,7 +143,13 @@ def owner_notice(
     if response_content:
         text += f"\nThe response contains the following payload:\n```\n{response_content!r}\n```"
     owner = event.get("bot_owner_email")
-    recipient = Recipient("private", emails=(owner,)) if owner else Recipient("bot_owner")
+    owner_id = event.get("bot_owner_id")
+    if owner or isinstance(owner_id, int):
+        recipient = Recipient(
+            "private", emails=(owner,) if owner else (), user_ids=(owner_id,) if isinstance(owner_id, int) else ()
+        )
+    else:
+        recipient = Recipient("bot_owner")
     return _reply(event, OWNER_NOTICE, recipient, text, None, service_name)
 
 
@@ -235,22 +244,32 @@ class RestReplySink:
         return d.addCallbacks(self._posted, self._not_posted)
 
     def _posted(self, response: WebhookResponse) -> None:
-        if 200 <= response.status <= 299:
-            return None
-        text = decode_text(response.body, response.content_type)
-        try:
-            detail = json.loads(text).get("msg", text)
-        except (ValueError, AttributeError):
-            detail = text
-        message = f"Zulip answered {response.status} to the reply: {str(detail)[:200]}"
-        if response.status >= 500 or response.status == 429:
-            raise TransientError(message)
-        raise ReplyRejected(message)
+        return reply_posted(response)
 
     def _not_posted(self, failure: Failure) -> Failure:
-        if failure.check(WebhookError):
-            return Failure(TransientError(f"could not post the reply: {failure.getErrorMessage()}"))
-        return failure
+        return reply_not_posted(failure)
+
+
+def reply_posted(response: WebhookResponse) -> None:
+    """Zulip's answer to ``POST /api/v1/messages``: 2xx done, 5xx/429 retry, other 4xx rejected."""
+    if 200 <= response.status <= 299:
+        return None
+    text = decode_text(response.body, response.content_type)
+    try:
+        detail = json.loads(text).get("msg", text)
+    except (ValueError, AttributeError):
+        detail = text
+    message = f"Zulip answered {response.status} to the reply: {str(detail)[:200]}"
+    if response.status >= 500 or response.status == 429:
+        raise TransientError(message)
+    raise ReplyRejected(message)
+
+
+def reply_not_posted(failure: Failure) -> Failure:
+    """A transport failure of a REST call: retried."""
+    if failure.check(WebhookError):
+        return Failure(TransientError(f"could not post the reply: {failure.getErrorMessage()}"))
+    return failure
 
 
 def rest_fields(reply: Reply) -> list[tuple[str, Any]] | None:

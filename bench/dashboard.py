@@ -40,8 +40,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,18 @@ def describe_latencies(latencies: Sequence[float]) -> str:
     return f"/api/queues p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat[-1] * 1000:.1f} ms over {len(lat)} answers"
 
 
+def repeat_if_cut(round_: Callable[[], dict[str, Any]], tries: int = 3) -> dict[str, Any]:
+    """A round, run again (up to ``tries`` times) when the broker connection was closed under it."""
+    for attempt in range(1, tries + 1):
+        try:
+            return round_()
+        except pika.exceptions.AMQPError as e:
+            if attempt == tries:
+                raise
+            print(f"  (the connection to RabbitMQ was lost: {e}; the round runs again)", flush=True)
+    raise AssertionError("unreachable")
+
+
 MODES = ("closed", "page", "probed")
 LABELS = {
     "closed": "page closed",
@@ -231,7 +244,7 @@ def run(count: int, rounds: int, probe_interval: float) -> None:
         for r in range(rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for mode in order:
-                one = drain_round(b, count, mode, page, probe_interval)
+                one = repeat_if_cut(partial(drain_round, b, count, mode, page, probe_interval))
                 rates[mode].append(one["rate"])
                 cpu = one["cpu"] / one["count"] * 1e6
                 cpus[mode].append(cpu)

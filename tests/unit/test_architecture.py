@@ -335,6 +335,45 @@ class PackageTests(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split(), [], "consumer modules imported by loading the config")
 
+    def test_service_of_one_queue_loads_no_unused_client(self) -> None:
+        """Building the service of one test queue loads no client it does not use (Jinja2, HTTP, lxml, Sentry...)."""
+        script = textwrap.dedent(
+            """
+            import sys
+            from twisted.internet.task import Clock
+            from zqtwisted.config import load_config
+            from zqtwisted.sections import SECTIONS
+            from zqtwisted.tap import build_service
+            from zqtwisted.testing import MemoryBroker
+            config = load_config("conf/zqtwisted.toml", environ={}, sections=SECTIONS)
+            clock = Clock()
+            build_service(clock, config, ["noop"], broker=MemoryBroker(clock), http_endpoint="")
+            heavy = ("jinja2", "treq", "lxml", "sentry_sdk", "psycopg2", "twisted.web.client", "zqtwisted.mail.render")
+            print(sorted(m for m in sys.modules if m.startswith(heavy)))
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.strip(), "[]")
+
+    def test_lazy_package_names(self) -> None:
+        """The names zqtwisted.mail and zqtwisted.push export are there when asked for; others are not."""
+        import zqtwisted.mail
+        import zqtwisted.push
+        import zqtwisted.resources
+        from zqtwisted.mail.render import Renderer
+        from zqtwisted.push.sharding import shard_queue
+        from zqtwisted.webhooks.client import PoolOptions
+
+        self.assertIs(zqtwisted.mail.Renderer, Renderer)
+        self.assertIs(zqtwisted.push.shard_queue, shard_queue)
+        self.assertIs(zqtwisted.resources.PoolOptions, PoolOptions)
+        for module in (zqtwisted.mail, zqtwisted.push, zqtwisted.resources):
+            with self.assertRaises(AttributeError):
+                module.no_such_name  # noqa: B018
+
     def test_modules_are_small(self) -> None:
         """No module of zqtwisted/ is over 500 lines."""
         sizes = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in package_modules().items()}

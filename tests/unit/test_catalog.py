@@ -10,7 +10,14 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from zqtwisted.catalog import SHIPPED_MODULES, SHIPPED_TEST_QUEUES, get_active_worker_queues, known_queues
+from zqtwisted import catalog
+from zqtwisted.catalog import (
+    SHIPPED_MODULES,
+    SHIPPED_TEST_QUEUES,
+    get_active_worker_queues,
+    is_test_queue,
+    known_queues,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +56,14 @@ class ShippedTableTests(unittest.TestCase):
         self.assertEqual(SHIPPED_TEST_QUEUES, tests)
         self.assertTrue(set(get_active_worker_queues(only_test_queues=True)) >= tests)
         self.assertEqual(len(known_queues()), len(set(known_queues())))
+        self.assertTrue(is_test_queue("noop"))
+        self.assertFalse(is_test_queue("outgoing_webhooks") or is_test_queue("no_such_queue"))
+
+    def test_shipped_lists_every_declaration(self) -> None:
+        """SHIPPED (built when asked for) holds every shipped declaration; other names are not there."""
+        self.assertEqual([spec.queue for spec in catalog.SHIPPED], [q for qs in SHIPPED_MODULES.values() for q in qs])
+        with self.assertRaises(AttributeError):
+            catalog.NOTHING  # noqa: B018
 
 
 class LazyImportTests(unittest.TestCase):

@@ -7,6 +7,7 @@ import os
 import time
 from datetime import UTC, datetime
 
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -20,6 +21,7 @@ from zqtwisted.runtime.deadletter import (
     error_entries,
     error_file_line,
     failed_queue,
+    failure_message,
     letter_for,
     malformed_entry,
     replay_body,
@@ -167,3 +169,10 @@ class ZulipFormatTests(unittest.TestCase):
 
 def letter(body: bytes) -> DeadLetter:
     return DeadLetter(queue="q", body=body, event=None, reason="malformed", exception="E", message="m", attempts=1)
+
+
+class FailureMessageTests(unittest.TestCase):
+    def test_a_consume_time_limit_reads_as_timed_out(self) -> None:
+        """A dead letter of a timed-out consume says "timed out after N s", not Twisted's "(5, 'Deferred')"."""
+        self.assertEqual(failure_message(Failure(DeferredTimeout(5, "Deferred"))), "timed out after 5 s")
+        self.assertEqual(failure_message(Failure(ValueError("bad"))), "bad")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -154,6 +154,18 @@ def describe_failure(failure: Failure) -> str:
     return f"{exception_name(failure)}: {failure.value}"
 
 
+def failure_message(failure: Failure) -> str:
+    """What a dead letter says of ``failure``: its message, or "timed out after N s" for a consume time limit.
+
+    (Twisted's ``TimeoutError`` from ``addTimeout`` prints as ``(5, 'Deferred')``.)
+    """
+    if failure.check(TimeoutError):
+        args = failure.value.args if failure.value is not None else ()
+        limit = args[0] if args else None
+        return f"timed out after {limit} s" if isinstance(limit, (int, float)) else "timed out"
+    return str(failure.value)
+
+
 def letter_for(
     queue: str, body: bytes, event: Any, headers: Mapping[str, Any], failure: Failure, reason: str
 ) -> DeadLetter:
@@ -168,7 +180,7 @@ def letter_for(
         event=event,
         reason=reason,
         exception=exception_name(failure),
-        message=str(failure.value),
+        message=failure_message(failure),
         attempts=attempts_of(event.get("failed_tries") if isinstance(event, dict) else None),
         first_failure=header_text(headers.get(H_FIRST)),
         original_size=too_large.size if too_large is not None else None,

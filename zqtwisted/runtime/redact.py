@@ -6,7 +6,10 @@ import re
 from typing import Any
 
 SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|api_?key|dsn|authorization|credential|salt)", re.IGNORECASE)
-URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.IGNORECASE)
+# The scheme is bounded (RFC 3986 schemes are short) so that a long run of letters costs linear time.
+URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]{0,30}://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.IGNORECASE
+)
 # ``token=...`` and the like in a query string or a form body.
 QUERY_SECRET = re.compile(
     r"(?P<key>\b(?:access_?token|token|api_?key|apikey|password|passwd|secret|auth)=)(?P<value>[^&\s\"'<>]+)",

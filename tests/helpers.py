@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -122,14 +122,19 @@ def rabbitmq_available(host: str = "127.0.0.1", port: int = 5672) -> bool:
         return False
 
 
-def require_rabbitmq(test: unittest.TestCase) -> None:
-    """Integration tests need RabbitMQ: fail under CI, skip (saying so) on a developer's machine."""
-    if rabbitmq_available():
-        return
-    message = "RabbitMQ is not answering on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)"
+def missing_requirement(test: unittest.TestCase, message: str) -> NoReturn:
+    """What an integration test needs is not here: fail under CI, skip (saying so) on a developer's machine."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         test.fail(message)
     raise unittest.SkipTest(message + "; skipped on a developer machine, CI fails instead")
+
+
+def require_rabbitmq(test: unittest.TestCase) -> None:
+    """Integration tests need RabbitMQ."""
+    if not rabbitmq_available():
+        missing_requirement(
+            test, "RabbitMQ is not answering on 127.0.0.1:5672 (start it with: rabbitmq-server -detached)"
+        )
 
 
 @contextmanager

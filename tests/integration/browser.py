@@ -18,6 +18,8 @@ from typing import Any
 
 from twisted.trial import unittest
 
+from tests.helpers import missing_requirement
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
@@ -48,11 +50,8 @@ def browser_missing() -> str | None:
 def require_browser(test: unittest.TestCase) -> None:
     """Browser tests need Chromium: fail under CI, skip (saying so) on a developer's machine."""
     missing = browser_missing()
-    if missing is None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        test.fail(missing)
-    raise unittest.SkipTest(missing + "; skipped on a developer machine, CI fails instead (tools/test installs it)")
+    if missing is not None:
+        missing_requirement(test, missing + " (tools/test installs it)")
 
 
 @contextmanager

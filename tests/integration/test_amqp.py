@@ -13,7 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from tests.contract import BrokerContract
-from tests.helpers import require_rabbitmq
+from tests.helpers import missing_requirement, require_rabbitmq
 from tests.integration.proxy import CuttableProxy
 from zqtwisted.config import BrokerSettings
 from zqtwisted.runtime.amqp import AMQPBroker
@@ -27,7 +27,7 @@ class AMQPBrokerContractTests(BrokerContract, unittest.TestCase):
     def setUp(self) -> None:
         require_rabbitmq(self)
         if self._testMethodName == "test_unconfirmed_publish_fails_at_its_deadline" and not shutil.which("rabbitmqctl"):
-            raise unittest.SkipTest("needs rabbitmqctl to raise a memory alarm")
+            missing_requirement(self, "rabbitmqctl is needed to raise a memory alarm")
         self.proxy = CuttableProxy(reactor)
         port = self.proxy.start()
         settings = BrokerSettings(

@@ -11,6 +11,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from tests.contract import inline
+from tests.helpers import missing_requirement
 from tests.missedmessage_fixtures import StoreContract, stream_event
 from zqtwisted.missedmessage.sqlstore import PostgresStore
 from zqtwisted.missedmessage.store import PendingStore
@@ -25,13 +26,11 @@ def require_postgres(test: unittest.TestCase) -> None:
             pass
         import psycopg2  # noqa: F401
     except (OSError, ImportError) as e:
-        message = (
+        missing_requirement(
+            test,
             f"PostgreSQL is not usable ({e}): start it on 127.0.0.1:5432 with a database 'test' and "
-            "pip install psycopg2-binary (the 'postgres' extra); or set ZQ_TEST_POSTGRES_DSN"
+            "pip install psycopg2-binary (the 'postgres' extra); or set ZQ_TEST_POSTGRES_DSN",
         )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            test.fail(message)
-        raise unittest.SkipTest(message + "; skipped on a developer machine, CI fails instead") from None
 
 
 class PostgresStoreTests(StoreContract, unittest.TestCase):
